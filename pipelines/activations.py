@@ -1,0 +1,98 @@
+"""Activation shards: the frame-level encoder activations that extraction writes and training/analysis read.
+
+On disk, under `data/runs/<run>/activations/`:
+
+    meta.json              {"model", "layer", "d_model", "dtype": "float16", "corpus", "shards": [...]}
+    shard_00000.npy        float16 (N, D): one row per REAL frame (padding never stored)
+    shard_00000.index.npy  int32 (N, 2): (clip row in the manifest, encoder frame within the clip)
+
+A shard holds whole clips only, so a clip's frames are contiguous and in order. `meta.json` is rewritten
+after each shard, which makes extraction resumable: clips listed in finished shards are skipped.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+META_NAME = "meta.json"
+
+
+@dataclass
+class ShardInfo:
+    name: str
+    n_frames: int
+    clip_rows: list[int]
+
+
+@dataclass
+class ActivationsMeta:
+    model: str
+    layer: int
+    d_model: int
+    corpus: str
+    fingerprint: str = ""
+    """Hash of the inputs (model, layer, manifest) the shards were made from; a change invalidates them."""
+    dtype: str = "float16"
+    shards: list[ShardInfo] = field(default_factory=list)
+
+    @property
+    def n_frames(self) -> int:
+        return sum(s.n_frames for s in self.shards)
+
+    @property
+    def done_clip_rows(self) -> set[int]:
+        return {row for s in self.shards for row in s.clip_rows}
+
+
+def read_meta(folder: Path) -> ActivationsMeta | None:
+    path = folder / META_NAME
+    if not path.exists():
+        return None
+    raw = json.loads(path.read_text())
+    raw["shards"] = [ShardInfo(**s) for s in raw["shards"]]
+    return ActivationsMeta(**raw)
+
+
+def write_meta(folder: Path, meta: ActivationsMeta) -> None:
+    tmp = folder / (META_NAME + ".tmp")
+    tmp.write_text(json.dumps(asdict(meta), indent=1))
+    tmp.replace(folder / META_NAME)
+
+
+def append_shard(folder: Path, meta: ActivationsMeta, acts_ND: np.ndarray, index_N2: np.ndarray) -> None:
+    """Write one shard (whole clips) and record it in meta.json only once its files are complete."""
+    assert acts_ND.shape[0] == index_N2.shape[0] and acts_ND.shape[1] == meta.d_model
+    folder.mkdir(parents=True, exist_ok=True)
+    name = f"shard_{len(meta.shards):05d}"
+    np.save(folder / f"{name}.npy", acts_ND.astype(np.float16, copy=False))
+    np.save(folder / f"{name}.index.npy", index_N2.astype(np.int32, copy=False))
+    clip_rows = sorted(set(int(r) for r in index_N2[:, 0]))
+    meta.shards.append(ShardInfo(name=name, n_frames=int(acts_ND.shape[0]), clip_rows=clip_rows))
+    write_meta(folder, meta)
+
+
+def iter_shards(folder: Path, mmap: bool = True) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Yield (acts_ND float16, index_N2 int32) per shard, memory-mapped by default."""
+    meta = read_meta(folder)
+    if meta is None:
+        raise FileNotFoundError(f"no activations in {folder}: run `whisper-atlas extract` first")
+    mode = "r" if mmap else None
+    for shard in meta.shards:
+        acts = np.load(folder / f"{shard.name}.npy", mmap_mode=mode)
+        index = np.load(folder / f"{shard.name}.index.npy", mmap_mode=mode)
+        yield acts, index
+
+
+def load_all(folder: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Every frame in one array pair (acts_ND float16, index_N2 int32); fine for the default corpus size."""
+    pairs = list(iter_shards(folder, mmap=False))
+    if not pairs:
+        meta = read_meta(folder)
+        d = meta.d_model if meta else 0
+        return np.zeros((0, d), np.float16), np.zeros((0, 2), np.int32)
+    return np.concatenate([a for a, _ in pairs]), np.concatenate([i for _, i in pairs])

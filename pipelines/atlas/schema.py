@@ -1,0 +1,152 @@
+"""The atlas schema: the one source of truth for `atlas.duckdb`, as SQLAlchemy Core tables.
+
+The build stage creates these tables through duckdb_engine (`metadata.create_all`) and bulk-loads them with
+DuckDB; the server reads them through the same `Table` objects. Integer primary keys carry
+`autoincrement=False` (duckdb_engine would otherwise ask DuckDB for a SERIAL type it lacks). Rows of every
+per-feature table are written sorted by `feature_id` so a feature page reads one contiguous range.
+
+Units: times are seconds; frames are Whisper encoder positions (20 ms each); activations are in the SAE's
+latent units (after normalisation is folded into the weights, i.e. for the raw encoder output).
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+SCHEMA_VERSION = 1
+FRAME_SECONDS = 0.02
+"""One Whisper encoder position covers 20 ms of audio."""
+
+metadata = sa.MetaData()
+
+run = sa.Table(
+    "run",
+    metadata,
+    sa.Column("key", sa.String, primary_key=True),
+    sa.Column("value", sa.String, nullable=False, comment="JSON-encoded value"),
+    comment="Run metadata as key/value JSON: model, layer, sae config, metrics, corpus summary, schema_version.",
+)
+
+clips = sa.Table(
+    "clips",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False, comment="dense row id 0..n-1"),
+    sa.Column("key", sa.String, nullable=False, unique=True, comment="the manifest's clip id"),
+    sa.Column("category", sa.String, nullable=False),
+    sa.Column("language", sa.String, nullable=False),
+    sa.Column("transcript", sa.String, nullable=False, comment="reference transcript ('' when unknown)"),
+    sa.Column("hypothesis", sa.String, nullable=False, comment="Whisper's own transcript"),
+    sa.Column("source", sa.String, nullable=False),
+    sa.Column("licence", sa.String, nullable=False),
+    sa.Column("group_key", sa.String, nullable=False, comment="parallel-sentence group ('' when none)"),
+    sa.Column("speaker", sa.String, nullable=False),
+    sa.Column("duration", sa.Double, nullable=False),
+    sa.Column("n_frames", sa.Integer, nullable=False, comment="real encoder frames (no padding)"),
+    sa.Column("audio_path", sa.String, nullable=False, comment="absolute path of the 16 kHz FLAC"),
+)
+
+clip_mels = sa.Table(
+    "clip_mels",
+    metadata,
+    sa.Column("clip_id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("n_mels", sa.Integer, nullable=False),
+    sa.Column("n_frames", sa.Integer, nullable=False, comment="mel frames (10 ms each, 2 per encoder frame)"),
+    sa.Column("mel", sa.LargeBinary, nullable=False, comment="uint8 (n_mels, n_frames), row-major, low bins first"),
+    sa.Column("vmin", sa.Float, nullable=False, comment="log-mel value that 0 maps to"),
+    sa.Column("vmax", sa.Float, nullable=False, comment="log-mel value that 255 maps to"),
+)
+
+clip_words = sa.Table(
+    "clip_words",
+    metadata,
+    sa.Column("clip_id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("idx", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("word", sa.String, nullable=False),
+    sa.Column("start", sa.Float, nullable=False),
+    sa.Column("end", sa.Float, nullable=False),
+    comment="Word alignment of Whisper's transcript (cross-attention alignment heads).",
+)
+
+features = sa.Table(
+    "features",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("density", sa.Double, nullable=False, comment="fraction of real frames where the latent is > 0"),
+    sa.Column("max_act", sa.Float, nullable=False),
+    sa.Column("mean_act", sa.Float, nullable=False, comment="mean over frames where it fires"),
+    sa.Column("label", sa.String, nullable=False, comment="short description ('' when none)"),
+    sa.Column("label_score", sa.Float, nullable=False, comment="0..1 confidence of the label"),
+    sa.Column("label_source", sa.String, nullable=False, comment="'auto' (from the analysis) or 'human'"),
+    sa.Column("top_language", sa.String, nullable=False, comment="language with the highest selectivity"),
+    sa.Column("top_language_selectivity", sa.Float, nullable=False),
+    sa.Column("top_category", sa.String, nullable=False, comment="category with the highest selectivity"),
+    sa.Column("top_category_selectivity", sa.Float, nullable=False),
+    sa.Column("speech_fraction", sa.Float, nullable=False, comment="share of activation mass on speech"),
+    sa.Column("top_words", sa.ARRAY(sa.String), nullable=False, comment="aligned words at its top examples"),
+    sa.Column("hist_edges", sa.ARRAY(sa.Float), nullable=False, comment="activation histogram bin edges"),
+    sa.Column("hist_counts", sa.ARRAY(sa.BigInteger), nullable=False, comment="frames per bin (firing only)"),
+    sa.Column("neighbours", sa.ARRAY(sa.Integer), nullable=False, comment="most similar by decoder cosine"),
+    sa.Column("neighbour_cos", sa.ARRAY(sa.Float), nullable=False),
+    sa.Column("coactive", sa.ARRAY(sa.Integer), nullable=False, comment="most often active on the same frames"),
+    sa.Column("coactive_score", sa.ARRAY(sa.Float), nullable=False, comment="Jaccard of firing frames"),
+)
+
+examples = sa.Table(
+    "examples",
+    metadata,
+    sa.Column("feature_id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("kind", sa.String, primary_key=True, comment="'top' or 'quantile'"),
+    sa.Column("rank", sa.Integer, primary_key=True, autoincrement=False, comment="0 = strongest in its kind"),
+    sa.Column("quantile", sa.Float, nullable=False, comment="activation quantile bin (top: 1.0)"),
+    sa.Column("clip_id", sa.Integer, nullable=False),
+    sa.Column("start_frame", sa.Integer, nullable=False, comment="window start (encoder frames)"),
+    sa.Column("end_frame", sa.Integer, nullable=False, comment="window end, exclusive"),
+    sa.Column("peak_frame", sa.Integer, nullable=False),
+    sa.Column("peak_act", sa.Float, nullable=False),
+    sa.Column("acts", sa.ARRAY(sa.Float), nullable=False, comment="activation per frame of the window"),
+)
+
+feature_languages = sa.Table(
+    "feature_languages",
+    metadata,
+    sa.Column("feature_id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("language", sa.String, primary_key=True),
+    sa.Column("act_share", sa.Float, nullable=False, comment="share of the feature's activation mass"),
+    sa.Column("frame_share", sa.Float, nullable=False, comment="the language's share of all frames"),
+    sa.Column("selectivity", sa.Float, nullable=False, comment="act_share / frame_share"),
+    sa.Column("fire_rate", sa.Float, nullable=False, comment="fraction of the language's frames it fires on"),
+)
+
+feature_categories = sa.Table(
+    "feature_categories",
+    metadata,
+    sa.Column("feature_id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("category", sa.String, primary_key=True),
+    sa.Column("act_share", sa.Float, nullable=False),
+    sa.Column("frame_share", sa.Float, nullable=False),
+    sa.Column("selectivity", sa.Float, nullable=False),
+    sa.Column("fire_rate", sa.Float, nullable=False),
+)
+
+feature_language_effects = sa.Table(
+    "feature_language_effects",
+    metadata,
+    sa.Column("feature_id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("language", sa.String, primary_key=True),
+    sa.Column(
+        "effect",
+        sa.Float,
+        nullable=False,
+        comment="mean d(logit of the language token) per unit of this feature's typical activation",
+    ),
+)
+
+density_histogram = sa.Table(
+    "density_histogram",
+    metadata,
+    sa.Column("bin", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("log10_lo", sa.Float, nullable=False),
+    sa.Column("log10_hi", sa.Float, nullable=False),
+    sa.Column("n_features", sa.Integer, nullable=False),
+    comment="Histogram of log10(feature density) over live features, for the overview page.",
+)

@@ -1,0 +1,32 @@
+"""`whisper-atlas`: the command line, one subcommand per pipeline stage plus `demo`, `status` and `serve`.
+
+Each area registers its commands from `pipelines/commands/<area>.py` (a `register(app)` function) and keeps
+heavy imports (torch, transformers) inside the command bodies so `--help` stays instant.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import typer
+
+app = typer.Typer(
+    name="whisper-atlas",
+    help="Build and browse an atlas of sparse-autoencoder features of Whisper's encoder.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+COMMAND_MODULES = ("corpus", "model", "extract", "train", "analyze", "build", "serve", "run")
+
+for _name in COMMAND_MODULES:
+    try:
+        _module = importlib.import_module(f"pipelines.commands.{_name}")
+    except ModuleNotFoundError as exc:  # an area not written yet must not break the others
+        if exc.name != f"pipelines.commands.{_name}":
+            raise
+        continue
+    _module.register(app)
+
+if __name__ == "__main__":
+    app()
