@@ -17,7 +17,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-COMMAND_MODULES = ("corpus", "model", "extract", "train", "analyze", "build", "serve", "run")
+COMMAND_MODULES = ("corpus", "model", "extract", "train", "analyze", "build", "steer", "serve", "run")
 
 for _name in COMMAND_MODULES:
     try:
