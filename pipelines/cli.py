@@ -28,5 +28,17 @@ for _name in COMMAND_MODULES:
         continue
     _module.register(app)
 
+
+def main() -> None:
+    """Entry point: user-facing errors print as one line (`error: ...`) with exit status 1, no traceback."""
+    from pipelines.errors import AtlasError
+
+    try:
+        app()
+    except AtlasError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise SystemExit(1) from None
+
+
 if __name__ == "__main__":
-    app()
+    main()
