@@ -5,7 +5,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 SIZE ?= default
 
-.PHONY: install install-dev demo serve test test-fast lint typecheck bench clean-run
+.PHONY: install install-dev demo atlas serve test test-fast lint bench
 
 install:
 	scripts/install.sh
@@ -20,8 +20,13 @@ demo: install
 serve: install
 	$(BIN)/whisper-atlas serve --host $(HOST) --port $(PORT)
 
-## The whole suite: unit tests (tiny random Whisper), integration (real bundled Whisper), browser (Chromium).
-test: install-dev lint
+## Build (or reuse) the default atlas without serving it: the integration tests read it.
+atlas: install
+	$(BIN)/whisper-atlas demo --size $(SIZE) --no-serve
+
+## The whole suite: unit tests (tiny random Whisper), integration (real bundled Whisper on the default
+## atlas, built first if missing or stale), browser (Chromium).
+test: install-dev lint atlas
 	$(BIN)/pytest -q
 
 test-fast: install-dev
