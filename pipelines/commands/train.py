@@ -1,0 +1,138 @@
+"""`whisper-atlas train`: train the run's SAE on its activation shards, then check it with Whisper spliced.
+
+Writes data/runs/<run>/sae/ (SAELens cfg.json + sae_weights.safetensors, checkpoint.pt, metrics.json).
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Annotated, Optional
+
+import typer
+
+
+class ArchChoice(str, Enum):
+    topk = "topk"
+    batchtopk = "batchtopk"
+    relu = "relu"
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("train")
+    def train_command(
+        run: Annotated[str, typer.Option(help="Run whose activations to train on.")] = "default",
+        arch: Annotated[ArchChoice, typer.Option(help="SAE architecture.")] = ArchChoice.topk,
+        d_sae: Annotated[int, typer.Option(help="Number of latents.")] = 4096,
+        k: Annotated[int, typer.Option(help="Active latents per frame (TopK; mean for BatchTopK).")] = 32,
+        epochs: Annotated[int, typer.Option(help="Passes over the training frames.")] = 8,
+        lr: Annotated[
+            Optional[float], typer.Option(help="Adam learning rate (default 4e-3 x sqrt(4096/d_sae)).")
+        ] = None,
+        batch_size: Annotated[int, typer.Option(help="Frames per step.")] = 256,
+        seed: Annotated[int, typer.Option(help="Seed of initialisation, split and shuffles.")] = 0,
+        resume: Annotated[
+            bool, typer.Option(help="Continue from the last epoch checkpoint if it matches.")
+        ] = True,
+        eval_clips: Annotated[
+            int, typer.Option(help="Held-out speech clips for the spliced CER check (0 skips it).")
+        ] = 40,
+        device: Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:N (default: auto).")] = None,
+    ) -> None:
+        """Train the SAE (SAELens folder + metrics.json in data/runs/<run>/sae/)."""
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        from pipelines.activations import read_meta
+        from pipelines.errors import AtlasError, MissingStageError
+        from pipelines.paths import RunPaths
+        from pipelines.sae.config import SAEConfig, TrainConfig
+        from pipelines.sae.train import train_sae
+
+        paths = RunPaths.named(run)
+        try:
+            meta = read_meta(paths.activations)
+            if meta is None:
+                raise MissingStageError(f"no activations for run {run!r}: run `whisper-atlas extract` first")
+            sae_cfg = SAEConfig(d_in=meta.d_model, d_sae=d_sae, arch=arch.value, k=k)
+            cfg = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed)
+            bundle = _load_model(meta.model, device) if eval_clips > 0 else None
+            hook = _hook_name(meta.layer, bundle)
+            with Progress(
+                TextColumn("train SAE {task.fields[epoch]}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("frames"),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+            ) as bar:
+                task = bar.add_task("train", total=None, epoch="")
+
+                def progress(done: int, total: int, info: dict) -> None:
+                    bar.update(task, completed=done, total=total, epoch=f"epoch {info['epoch']}/{epochs}")
+
+                metrics = train_sae(
+                    paths,
+                    sae_cfg,
+                    cfg,
+                    resume=resume,
+                    device=device,
+                    progress=progress,
+                    metadata={"hook_name": hook} if hook else None,
+                )
+            if bundle is not None:
+                metrics = _spliced(paths, meta, bundle, eval_clips)
+        except AtlasError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(1) from None
+        _report(metrics)
+
+
+def _load_model(spec: str, device: str | None):
+    from pipelines.model.loader import load_whisper
+
+    return load_whisper(spec, device=device)
+
+
+def _hook_name(layer: int, bundle) -> str | None:
+    from pipelines.sae.saelens import hook_name_for
+
+    return hook_name_for(layer, bundle.n_layers) if bundle is not None else None
+
+
+def _spliced(paths, meta, bundle, eval_clips: int) -> dict:
+    """Run the spliced-CER check on held-out clips and merge it into metrics.json."""
+    from pathlib import Path
+
+    from pipelines.corpus.manifest import read_manifest
+    from pipelines.paths import corpus_dir
+    from pipelines.sae.evaluate import spliced_eval
+    from pipelines.sae.saelens import load_sae
+    from pipelines.sae.train import read_metrics, write_metrics
+
+    metrics = read_metrics(paths)
+    folder = Path(meta.corpus) if Path(meta.corpus).is_dir() else corpus_dir(meta.corpus)
+    clips = read_manifest(folder)
+    held = [clips[row] for row in metrics.get("heldout_clip_rows", []) if row < len(clips)]
+    typer.echo(f"spliced check on up to {eval_clips} held-out speech clips ...")
+    result = spliced_eval(
+        bundle, load_sae(paths.sae, bundle.device), held, folder, meta.layer, max_clips=eval_clips
+    )
+    metrics.update(result)
+    write_metrics(paths, metrics)
+    return metrics
+
+
+def _report(metrics: dict) -> None:
+    def fmt(key: str) -> str:
+        value = metrics.get(key)
+        return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+    keys = ["fvu", "fvu_heldout", "l0", "dead_fraction", "frames_per_s", "train_seconds"]
+    keys += ["original_cer", "spliced_cer", "lid_agreement"] if "spliced_cer" in metrics else []
+    typer.echo("  ".join(f"{key} {fmt(key)}" for key in keys))

@@ -1,0 +1,70 @@
+"""Spliced evaluation: CER maths, the splice edit (real frames only), an end-to-end run on tiny Whisper."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pipelines.corpus.manifest import Clip
+from pipelines.sae import SAEConfig, build_sae
+from pipelines.sae.evaluate import cer, eligible_clips, levenshtein, normalise_text, splice
+from tests.pipelines.sae_support import one_thread  # noqa: F401  (fixture)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_levenshtein_and_cer() -> None:
+    assert levenshtein("kitten", "sitting") == 3
+    assert levenshtein("", "abc") == 3 and levenshtein("abc", "abc") == 0
+    assert normalise_text("  Hello,   WORLD!  ¿Qué?") == "hello world qué"
+    assert cer("Hello, world.", "hello world") == 0.0
+    assert cer("abcd", "abxd") == pytest.approx(0.25)
+    assert cer("ab", "") == 1.0 and cer("", "x") == 1.0
+
+
+def test_eligible_clips_are_speech_with_transcripts_in_known_languages() -> None:
+    clips = [
+        Clip(id="a", path="a.flac", duration=3, language="en", transcript="hi"),
+        Clip(id="b", path="b.flac", duration=3, language="en", transcript=""),
+        Clip(id="c", path="c.flac", duration=3, category="music"),
+        Clip(id="d", path="d.flac", duration=3, language="xx", transcript="hi"),
+        Clip(id="e", path="e.flac", duration=45, language="en", transcript="hi"),
+        Clip(id="f", path="f.flac", duration=3, language="es", transcript="hola"),
+    ]
+    assert [c.id for c in eligible_clips(clips, ["en", "es"], 10)] == ["a", "f"]
+    assert [c.id for c in eligible_clips(clips, ["en", "es"], 1)] == ["a"]
+
+
+def test_splice_replaces_real_frames_only() -> None:
+    sae = build_sae(SAEConfig(d_in=8, d_sae=32, k=4)).eval()
+    hidden_BTD = torch.randn(2, 10, 8)
+    mask_BT = torch.zeros(2, 10, dtype=torch.bool)
+    mask_BT[0, :3] = True
+    mask_BT[1, :7] = True
+    out_BTD = splice(sae, mask_BT)(hidden_BTD)
+    assert torch.equal(out_BTD[~mask_BT], hidden_BTD[~mask_BT])
+    assert torch.allclose(out_BTD[mask_BT], sae(hidden_BTD[mask_BT]).x_hat_BD)
+
+
+def test_spliced_eval_on_tiny_whisper(tmp_path: Path) -> None:
+    tiny = pytest.importorskip("pipelines.model.tiny")
+    from pipelines.audio import write_flac
+    from pipelines.sae.evaluate import spliced_eval
+
+    bundle = tiny.tiny_whisper(seed=0)
+    t = np.arange(16000 * 2) / 16000
+    clips = []
+    for i, (lang, text) in enumerate([("en", "hello there"), ("es", "hola amigo")]):
+        write_flac(tmp_path / f"{i}.flac", (0.1 * np.sin(2 * np.pi * (220 + 110 * i) * t)).astype(np.float32))
+        clips.append(Clip(id=f"c{i}", path=f"{i}.flac", duration=2.0, language=lang, transcript=text))
+    sae = build_sae(SAEConfig(d_in=bundle.d_model, d_sae=4 * bundle.d_model, k=8)).eval()
+    for layer in (bundle.n_layers, 1):
+        result = spliced_eval(bundle, sae, clips, tmp_path, layer, max_new_tokens=8)
+        assert result["eval_clips"] == 2 and len(result["per_clip"]) == 2
+        assert result["original_cer"] >= 0 and result["spliced_cer"] >= 0
+        assert 0 <= result["lid_agreement"] <= 1
+    empty = spliced_eval(bundle, sae, [], tmp_path, bundle.n_layers)
+    assert empty["eval_clips"] == 0 and empty["spliced_cer"] is None
