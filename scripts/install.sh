@@ -46,7 +46,7 @@ say "installing whisper-atlas$EXTRAS"
 "${PIP[@]}" -e ".$EXTRAS" "torch==$TORCH_VERSION"
 
 say "installing frontend assets (npm)"
-npm install --silent --no-audit --no-fund >/dev/null
+npm ci --silent --no-audit --no-fund >/dev/null
 "$VENV/bin/python" -m backend.vendor
 
 if [ $DEV = 1 ]; then

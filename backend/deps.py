@@ -1,0 +1,82 @@
+"""Dependencies as `Annotated` aliases (the full-stack FastAPI template's `api/deps.py`): routes stay thin."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import Depends, Path, Query, Request
+from pydantic import BeforeValidator, Field
+
+from backend.services.atlas import AtlasService, FilterSpec, SortKey
+from backend.settings import Settings
+
+MAX_ID = 2**31 - 1
+
+
+async def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+async def get_atlas(request: Request) -> AtlasService:
+    """The service of the atlas file as it is now (a 503 naming the build command when there is none).
+
+    Async on purpose: it is a `stat` and a dictionary lookup, not worth a thread-pool hop per request.
+    """
+    return request.app.state.atlas.current()
+
+
+def _blank_to_none(value: Any) -> Any:
+    """HTML forms send empty fields as ''; treat them as absent."""
+    return None if value == "" else value
+
+
+def _blank_to(default: float) -> BeforeValidator:
+    """HTML forms send empty fields as ''; read them as the bound that filters nothing."""
+    return BeforeValidator(lambda value: default if value == "" else value)
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+AtlasDep = Annotated[AtlasService, Depends(get_atlas)]
+FeatureId = Annotated[int, Path(ge=0, le=MAX_ID, description="feature index in the SAE")]
+ClipId = Annotated[int, Path(ge=0, le=MAX_ID, description="clip row id in the atlas")]
+Fraction = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
+"""0 to 1; the bound sits on the inner type so that OpenAPI shows it beside the blank-field validator."""
+Ratio = Annotated[float, Field(ge=0, le=1e9, allow_inf_nan=False)]
+Seconds = Annotated[
+    Annotated[float, Field(ge=0, le=86400, allow_inf_nan=False)] | None,
+    BeforeValidator(_blank_to_none),
+    Query(description="seconds from the clip's start"),
+]
+
+
+async def feature_filters(
+    q: Annotated[
+        str, Query(max_length=200, description="feature id, or text in the label or top words")
+    ] = "",
+    language: Annotated[str, Query(max_length=32, description="top language (e.g. `en`)")] = "",
+    category: Annotated[str, Query(max_length=32, description="top category (e.g. `speech`, `music`)")] = "",
+    min_density: Annotated[Fraction, _blank_to(0.0), Query(description="fraction of frames")] = 0.0,
+    max_density: Annotated[Fraction, _blank_to(1.0), Query(description="fraction of frames")] = 1.0,
+    min_score: Annotated[Fraction, _blank_to(0.0), Query(description="label score")] = 0.0,
+    min_selectivity: Annotated[Ratio, _blank_to(0.0), Query(description="top language's selectivity")] = 0.0,
+    dead: Annotated[bool, Query(description="include dead features (density 0)")] = False,
+    sort: SortKey = "id",
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+) -> FilterSpec:
+    return FilterSpec(
+        q=q,
+        language=language,
+        category=category,
+        min_density=min_density,
+        max_density=max_density,
+        min_score=min_score,
+        min_selectivity=min_selectivity,
+        include_dead=dead,
+        sort=sort,
+        limit=limit,
+        offset=offset,
+    )
+
+
+FeatureFilters = Annotated[FilterSpec, Depends(feature_filters)]

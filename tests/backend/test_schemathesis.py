@@ -1,0 +1,69 @@
+"""Property-based API testing with schemathesis over our own OpenAPI description (in-process, ASGI).
+
+Every atlas operation gets schema-generated requests, valid and invalid; the server must never answer 5xx and
+its answers must match the documented statuses, content types and response schemas. Schema-valid requests
+may still be refused with a 422 when the values contradict each other (an audio window that ends before it
+starts, past the clip's end): OpenAPI cannot express those rules, so `positive_data_acceptance` is excluded.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from schemathesis.specs.openapi.checks import positive_data_acceptance
+
+from backend.app import create_app
+from tests.backend.conftest import settings_for
+
+EXAMPLES = 30
+"""Per operation and generation mode (valid and invalid requests)."""
+
+
+@pytest.fixture
+def api(atlas_path: Path):
+    """The schema of a fresh app (schemathesis runs its lifespan and shuts it down after each test)."""
+    app = create_app(settings_for(atlas_path))
+    return schemathesis.openapi.from_asgi("/api/v1/openapi.json", app).include(tag="atlas")
+
+
+def operations(schema) -> list:
+    return [result.ok() for result in schema.get_all_operations()]
+
+
+def test_every_atlas_operation_is_covered(api) -> None:
+    assert {op.label for op in operations(api)} == set(OPERATIONS)
+
+
+OPERATIONS = {
+    "GET /api/v1/atlas": False,
+    "GET /api/v1/features": True,
+    "GET /api/v1/features/{feature_id}": True,
+    "GET /api/v1/clips/{clip_id}": True,
+    "GET /api/v1/clips/{clip_id}/audio": True,
+    "GET /api/v1/clips/{clip_id}/spectrogram.png": True,
+}
+"""Operation -> whether it takes parameters (and so can be sent invalid ones)."""
+
+
+@pytest.mark.parametrize(
+    ("label", "mode"),
+    [
+        (label, mode)
+        for label, has_params in OPERATIONS.items()
+        for mode in schemathesis.GenerationMode
+        if has_params or mode == schemathesis.GenerationMode.POSITIVE
+    ],
+    ids=str,
+)
+def test_no_server_errors_and_documented_answers(api, label: str, mode: schemathesis.GenerationMode) -> None:
+    (operation,) = [op for op in operations(api) if op.label == label]
+
+    @given(case=operation.as_strategy(generation_mode=mode))
+    @settings(max_examples=EXAMPLES, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    def check(case) -> None:
+        case.call_and_validate(excluded_checks=[positive_data_acceptance])
+
+    check()

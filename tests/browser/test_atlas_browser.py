@@ -1,0 +1,187 @@
+"""The atlas in headless Chromium: overview, search, feature list paging, feature page playback, clip page.
+
+The real server (`whisper-atlas serve`, uvicorn in a subprocess) over a synthetic atlas written through the
+real writer, on a free loopback port; Debian's chromium driven by Playwright. Screenshots land in
+test-artifacts/screenshots/ (git-ignored) for a human look.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Iterator
+
+import httpx
+import pytest
+
+from pipelines.atlas.synthetic import write_synthetic_atlas
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parents[2]
+SHOTS = ROOT / "test-artifacts" / "screenshots"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--autoplay-policy=no-user-gesture-required",
+]
+TIMEOUT_MS = 20_000
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`whisper-atlas serve` over a 600-feature synthetic atlas; yields its base URL."""
+    atlas = write_synthetic_atlas(
+        tmp_path_factory.mktemp("atlas") / "atlas.duckdb", n_features=600, n_clips=24
+    )
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    command = [sys.executable, "-m", "pipelines.cli", "serve", "--atlas", str(atlas), "--port", str(port)]
+    process = subprocess.Popen([*command, "--log-level", "warning"], cwd=ROOT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(base + "/healthz", timeout=2).json()["status"] == "ok":
+                    break
+            except httpx.HTTPError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail("the server did not start")
+            time.sleep(0.2)
+        yield base
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    playwright_api = pytest.importorskip(
+        "playwright.sync_api", reason="Playwright for Python is not installed"
+    )
+    executable = shutil.which("chromium")
+    if executable is None:
+        pytest.skip("no chromium on PATH (Debian: apt-get install chromium)")
+    with playwright_api.sync_playwright() as p:
+        instance = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        yield instance
+        instance.close()
+
+
+@pytest.fixture
+def page(browser):
+    # bypass_csp: Playwright's wait_for_function evaluates strings, which the pages' CSP (rightly) forbids
+    context = browser.new_context(viewport={"width": 1400, "height": 1000}, bypass_csp=True)
+    tab = context.new_page()
+    tab.set_default_timeout(TIMEOUT_MS)
+    errors: list[str] = []
+    tab.on("pageerror", lambda exc: errors.append(str(exc)))
+    yield tab
+    context.close()
+    assert not errors, f"JavaScript errors: {errors}"
+
+
+def shot(page, name: str, full_page: bool = False) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=full_page)
+
+
+def test_overview(page, server: str) -> None:
+    page.goto(server + "/")
+    assert page.title().startswith("Whisper Atlas")
+    assert page.locator("svg.chart rect.bar").count() > 0
+    assert page.locator("text=Sparse autoencoder").is_visible()
+    shot(page, "overview", full_page=True)
+
+
+def test_search_from_the_keyboard(page, server: str) -> None:
+    page.goto(server + "/")
+    page.keyboard.press("/")
+    assert page.evaluate("document.activeElement.id") == "search"
+    page.keyboard.type("speech")
+    page.keyboard.press("Enter")
+    page.wait_for_url(re.compile(r"/features\?q=speech"))
+    labels = page.locator("table.features td.label-cell").all_inner_texts()
+    assert labels and all("speech" in label for label in labels)
+    shot(page, "search")
+
+
+def test_feature_list_paginates_with_htmx_and_keyboard(page, server: str) -> None:
+    page.goto(server + "/features")
+    first = page.locator("table.features tbody tr").first.get_attribute("data-href")
+    page.click("a[rel=next]")
+    page.wait_for_url(re.compile(r"offset=50"))
+    page.wait_for_function(f"document.querySelector('table.features tbody tr').dataset.href !== '{first}'")
+    assert page.locator("text=51–100 of").is_visible()
+    page.select_option("select[name=language]", "fr")
+    page.wait_for_url(re.compile(r"language=fr"))
+    page.wait_for_function(
+        "[...document.querySelectorAll('table.features tbody tr td:nth-child(5)')]"
+        ".every(td => td.textContent.trim().startsWith('fr'))"
+    )
+    page.keyboard.press("j")
+    page.keyboard.press("j")
+    selected = page.locator("tr.selected").get_attribute("data-href")
+    page.keyboard.press("Enter")
+    page.wait_for_url(re.compile(re.escape(selected) + "$"))
+    shot(page, "feature-from-list")
+
+
+def test_feature_page_plays_audio_and_shows_spectrograms(page, server: str) -> None:
+    page.goto(server + "/features/random")
+    page.wait_for_url(re.compile(r"/features/\d+$"))
+    first = page.locator("li.ex img").first
+    first.scroll_into_view_if_needed()
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=first.element_handle())
+    assert first.evaluate("img => img.naturalHeight") == 80
+    assert page.locator("li.ex svg.acts polygon").count() > 0
+    page.locator("a.play").first.click()
+    page.wait_for_function("document.getElementById('player').currentTime > 0")
+    assert page.locator("li.ex.playing .playhead").is_visible()
+    shot(page, "feature-playing")
+    page.keyboard.press("Escape")
+    assert page.evaluate("document.getElementById('player').paused")
+
+
+def test_neighbour_links_and_next_feature_key(page, server: str) -> None:
+    page.goto(server + "/features/10")
+    neighbour = page.locator("ol.related a").first
+    href = neighbour.get_attribute("href")
+    neighbour.click()
+    page.wait_for_url(re.compile(re.escape(href) + "$"))
+    current = int(href.rsplit("/", 1)[1])
+    next_href = page.locator("a[rel=next]").get_attribute("href")
+    page.keyboard.press("j")
+    page.wait_for_url(re.compile(re.escape(next_href) + "$"))
+    assert int(next_href.rsplit("/", 1)[1]) > current
+
+
+def test_more_examples_load_in_place(page, server: str) -> None:
+    page.goto(server + "/features/random")
+    before = page.locator("#top-examples li.ex").count()
+    page.click("#top-examples li.more a")
+    page.wait_for_function(f"document.querySelectorAll('#top-examples li.ex').length > {before}")
+    assert page.locator("#top-examples li.more").count() == 0
+
+
+def test_clip_page_plays_and_seeks(page, server: str) -> None:
+    page.goto(server + "/clips/0")
+    image = page.locator("#clip-fig img")
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=image.element_handle())
+    assert page.locator("table.timeline tr").count() > 0
+    page.keyboard.press("p")
+    page.wait_for_function("document.getElementById('clip-audio').currentTime > 0")
+    page.locator("td.track").nth(1).click()
+    page.wait_for_function("!document.getElementById('clip-audio').paused")
+    shot(page, "clip", full_page=True)
