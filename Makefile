@@ -5,7 +5,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 SIZE ?= default
 
-.PHONY: install install-dev demo atlas serve test test-fast lint bench
+.PHONY: install install-dev demo corpus serve test test-fast lint bench
 
 install:
 	scripts/install.sh
@@ -20,13 +20,13 @@ demo: install
 serve: install
 	$(BIN)/whisper-atlas serve --host $(HOST) --port $(PORT)
 
-## Build (or reuse) the default atlas without serving it: the integration tests read it.
-atlas: install
-	$(BIN)/whisper-atlas demo --size $(SIZE) --no-serve
+## The default corpus (cached Debian packages make a rebuild take under a minute).
+corpus: install
+	$(BIN)/whisper-atlas corpus build --size $(SIZE)
 
-## The whole suite: unit tests (tiny random Whisper), integration (real bundled Whisper on the default
-## atlas, built first if missing or stale), browser (Chromium).
-test: install-dev lint atlas
+## Unit tests (tiny random Whisper), integration tests (real bundled Whisper on the real corpus; those that
+## need a trained run read data/runs/default after `make demo` and say so when it is missing), browser tests.
+test: install-dev lint corpus
 	$(BIN)/pytest -q
 
 test-fast: install-dev
