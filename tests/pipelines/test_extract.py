@@ -1,0 +1,202 @@
+"""Extraction on the tiny random Whisper: real frames only, index rows, long clips, packing, resume."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pipelines.activations import load_all, read_meta, write_meta
+from pipelines.audio import write_flac
+from pipelines.corpus.manifest import Clip, write_manifest
+from pipelines.errors import AtlasError, MissingStageError
+from pipelines.extract import extract
+from pipelines.model.encoder import FRAMES_PER_WINDOW, encode, features_for, real_frames
+from pipelines.model.packing import PackConfig, block_features, build_batch, packed_layout, plan_windows
+from pipelines.paths import RunPaths
+
+SR = 16000
+SECONDS = [1.3, 0.45, 2.0, 31.0, 0.8]
+"""Clip lengths: short ones, and one longer than a window (split into 1500 + 50 frames)."""
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    from pipelines.model.tiny import tiny_whisper
+
+    return tiny_whisper()
+
+
+def make_audio(seconds: float, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * SR)) / SR
+    tone = 0.3 * np.sin(2 * np.pi * (150 + 60 * seed) * t)
+    return (tone + 0.02 * rng.standard_normal(t.size)).astype(np.float32)
+
+
+@pytest.fixture
+def corpus(data_root: Path) -> Path:
+    folder = data_root / "corpora" / "test"
+    clips = []
+    for i, seconds in enumerate(SECONDS):
+        write_flac(folder / "audio" / f"c{i}.flac", make_audio(seconds, i))
+        clips.append(Clip(id=f"c{i}", path=f"audio/c{i}.flac", duration=seconds))
+    write_manifest(folder, clips)
+    return folder
+
+
+def decoded(corpus: Path, i: int) -> np.ndarray:
+    from pipelines.audio import decode_audio
+
+    return decode_audio(corpus / "audio" / f"c{i}.flac")
+
+
+def solo_reference(tiny, audio: np.ndarray, layer: int | None = None) -> torch.Tensor:
+    """The plain reference: each 30 s piece alone in its padded window, real frames kept."""
+    pieces = [audio[s : s + 30 * SR] for s in range(0, len(audio), 30 * SR)]
+    outs = [encode(tiny, features_for(tiny, [p]), layer)[0, : real_frames(len(p))] for p in pieces]
+    return torch.cat(outs)
+
+
+def test_solo_extraction_stores_real_frames_only(tiny, corpus, data_root) -> None:
+    run = RunPaths.named("r")
+    report = extract(corpus, run, tiny, None, 2, False)
+    acts, index = load_all(run.activations)
+    meta = read_meta(run.activations)
+    assert meta is not None and (meta.layer, meta.d_model, meta.model) == (2, 64, "tiny-random")
+    assert acts.dtype == np.float16 and index.dtype == np.int32
+    assert report.clips_done == len(SECONDS) and report.clips_skipped == 0 and not report.failed
+    assert report.windows == len(SECONDS) + 1  # the 31 s clip takes two windows
+    assert report.frames == len(index) == meta.n_frames
+    for row in range(len(SECONDS)):
+        audio = decoded(corpus, row)
+        rows = index[index[:, 0] == row]
+        assert rows[:, 1].tolist() == list(range(-(-len(audio) // 320)))  # every real frame, in order, once
+        expected = solo_reference(tiny, audio).numpy()
+        np.testing.assert_allclose(
+            acts[index[:, 0] == row].astype(np.float32), expected, atol=2e-2, rtol=1e-2
+        )
+    long_rows = index[index[:, 0] == 3]
+    assert long_rows[:, 1].max() == real_frames(30 * SR) + real_frames(len(decoded(corpus, 3)) - 30 * SR) - 1
+
+
+def test_intermediate_layer(tiny, corpus, data_root) -> None:
+    run = RunPaths.named("mid")
+    extract(corpus, run, tiny, 1, 4, False)
+    acts, index = load_all(run.activations)
+    assert read_meta(run.activations).layer == 1
+    expected = solo_reference(tiny, decoded(corpus, 0), layer=1).numpy()
+    np.testing.assert_allclose(acts[index[:, 0] == 0].astype(np.float32), expected, atol=2e-2, rtol=1e-2)
+
+
+def test_packing_with_full_context_is_exact(tiny, corpus, data_root) -> None:
+    """Context 1499 gives every clip a whole window: the packed path must reproduce the solo path."""
+    solo, packed = RunPaths.named("solo"), RunPaths.named("packed")
+    extract(corpus, solo, tiny, None, 2, False)
+    report = extract(corpus, packed, tiny, None, 2, True, context_frames=FRAMES_PER_WINDOW - 1)
+    assert report.windows == len(SECONDS) + 1
+    a_acts, a_index = load_all(solo.activations)
+    b_acts, b_index = load_all(packed.activations)
+    np.testing.assert_array_equal(a_index, b_index)
+    np.testing.assert_allclose(a_acts.astype(np.float32), b_acts.astype(np.float32), atol=2e-2, rtol=1e-2)
+
+
+@pytest.mark.parametrize(
+    "seconds",
+    [[1.0, 2.5, 0.6], [14.0, 11.96]],  # the second pair fills the window: 800 + spacer + 698 + spacer
+)
+def test_packed_clips_do_not_see_each_other(tiny, seconds) -> None:
+    """A clip packed with others equals the same clip alone in a window with the same context."""
+    config = PackConfig(context_frames=100)
+    audios = [make_audio(s, i) for i, s in enumerate(seconds)]
+    n_real = [real_frames(len(a)) for a in audios]
+    windows = plan_windows(n_real, config)
+    assert len(windows) == 1 and sorted(p.item for p in windows[0]) == list(range(len(seconds)))
+    mels = {i: block_features(tiny, a, config.block(n)) for i, (a, n) in enumerate(zip(audios, n_real))}
+    batch = build_batch(windows, mels)
+    with packed_layout(tiny, batch):
+        together = encode(tiny, batch.features_BMT)
+    for placement in windows[0]:
+        i = placement.item
+        alone = build_batch(plan_windows([n_real[i]], config), {0: mels[i]})
+        with packed_layout(tiny, alone):
+            single = encode(tiny, alone.features_BMT)
+        block = slice(placement.offset, placement.offset + placement.block)
+        torch.testing.assert_close(together[0, block], single[0, : placement.block], atol=1e-5, rtol=1e-5)
+    assert torch.equal(
+        encode(tiny, batch.features_BMT[:1]), encode(tiny, batch.features_BMT[:1])
+    )  # hooks gone
+
+
+def test_block_features_equal_the_solo_window(tiny) -> None:
+    audio = make_audio(1.7, 4)
+    block = real_frames(len(audio)) + 60
+    mel = block_features(tiny, audio, block)
+    assert mel.shape == (80, 2 * block + 1)  # one column more: the spacer's
+    torch.testing.assert_close(mel, features_for(tiny, [audio])[0, :, : 2 * block + 1], rtol=0, atol=1e-6)
+
+
+def test_plan_windows_fills_first_fit_decreasing() -> None:
+    config = PackConfig(context_frames=200)
+    windows = plan_windows([100, 1400, 300, 50, 900], config)
+    for window in windows:
+        assert sum(p.block for p in window) <= FRAMES_PER_WINDOW
+        spacers_after = [p.offset + p.block + 1 for p in window]  # one spacer frame between blocks
+        assert [p.offset for p in window] == [0, *spacers_after[:-1]]
+    assert sorted(p.item for w in windows for p in w) == [0, 1, 2, 3, 4]
+    assert [[p.block for p in w] for w in windows] == [[1500], [1100, 300], [500, 250]]
+    assert len(plan_windows([600, 498], config)) == 1  # 800 + spacer + 698 + spacer = 1500
+    assert len(plan_windows([600, 499], config)) == 2
+    with pytest.raises(ValueError):
+        PackConfig(context_frames=FRAMES_PER_WINDOW)
+
+
+def test_resume_skips_finished_clips(tiny, corpus, data_root) -> None:
+    run = RunPaths.named("resume")
+    first = extract(corpus, run, tiny, None, 2, False, shard_frames=100)
+    meta = read_meta(run.activations)
+    assert len(meta.shards) >= 3
+    full_acts, full_index = load_all(run.activations)
+    # Simulate an interruption after the first shard: meta.json only lists finished shards.
+    kept = meta.shards[:1]
+    meta.shards = kept
+    write_meta(run.activations, meta)
+    second = extract(corpus, run, tiny, None, 2, False, shard_frames=100)
+    assert second.clips_skipped == len(kept[0].clip_rows)
+    assert second.clips_done == first.clips_done - second.clips_skipped and not second.restarted
+    acts, index = load_all(run.activations)
+    order_a, order_b = np.lexsort(full_index.T[::-1]), np.lexsort(index.T[::-1])
+    np.testing.assert_array_equal(index[order_b], full_index[order_a])
+    np.testing.assert_array_equal(acts[order_b], full_acts[order_a])
+    third = extract(corpus, run, tiny, None, 2, False, shard_frames=100)
+    assert third.clips_done == 0 and third.clips_skipped == len(SECONDS) and third.frames == 0
+
+
+def test_changed_inputs_restart(tiny, corpus, data_root) -> None:
+    run = RunPaths.named("restart")
+    extract(corpus, run, tiny, None, 2, False)
+    again = extract(corpus, run, tiny, 1, 2, False)
+    assert again.restarted and again.clips_skipped == 0 and read_meta(run.activations).layer == 1
+    packed = extract(corpus, run, tiny, 1, 2, True)
+    assert packed.restarted and packed.clips_done == len(SECONDS)
+    assert read_meta(run.activations).n_frames == len(load_all(run.activations)[1])
+
+
+def test_undecodable_clip_is_reported(tiny, corpus, data_root) -> None:
+    (corpus / "audio" / "c1.flac").write_bytes(b"not audio at all")
+    report = extract(corpus, RunPaths.named("bad"), tiny, None, 2, True)
+    assert len(report.failed) == 1 and report.failed[0].startswith("c1: ")
+    assert report.clips_done == len(SECONDS) - 1
+
+
+def test_bad_arguments(tiny, corpus, data_root) -> None:
+    with pytest.raises(AtlasError, match="layer must be in 0..2"):
+        extract(corpus, RunPaths.named("x"), tiny, 7, 2, False)
+    with pytest.raises(AtlasError, match="batch size"):
+        extract(corpus, RunPaths.named("x"), tiny, None, 0, False)
+    with pytest.raises(AtlasError, match="context_frames must be in 0..1499"):
+        extract(corpus, RunPaths.named("x"), tiny, None, 2, True, context_frames=1500)
+    with pytest.raises(MissingStageError, match="corpus build"):
+        extract(data_root / "nowhere", RunPaths.named("x"), tiny, None, 2, False)
