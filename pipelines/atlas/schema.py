@@ -7,6 +7,30 @@ per-feature table are written sorted by `feature_id` so a feature page reads one
 
 Units: times are seconds; frames are Whisper encoder positions (20 ms each); activations are in the SAE's
 latent units (after normalisation is folded into the weights, i.e. for the raw encoder output).
+
+What the tables hold (written by `pipelines.atlas.build` from `pipelines.analysis`; see its docs for methods)
+- `run`: one JSON value per key. Keys: `schema_version` (int), `model` (str), `layer` (int), `site` (str),
+  `n_features` (int), `sae` (the SAELens cfg.json), `metrics` (the SAE's metrics.json: fvu, fvu_heldout, l0,
+  dead_fraction, ...), `corpus` ({name, n_clips, n_frames, minutes, minutes_by_language,
+  minutes_by_category, clips_by_category}), `languages` and `categories` (the columns of the two share
+  tables), `effect_languages`, `analysis` ({config, notes, timings, effect_clips, transcriber}), `built_at`.
+- `clips`: every manifest clip, `id` = its manifest row (the activations index uses the same rows);
+  `clip_mels`: its log-mel once, uint8 with the values 0 and 255 stand for; `clip_words`: Whisper's words
+  with start/end seconds (speech decoded in the clip's language, other clips in the detected one).
+- `features`: one row per SAE latent (dead ones included: density 0, empty label and lists). The histogram
+  is over firing frames on a fixed log-spaced grid (8 bins per decade), trimmed to the non-empty range
+  (`hist_edges` has one more entry than `hist_counts`; the end bins also hold values beyond the grid).
+- `examples`: `top` = the strongest clips (one example per clip, its peak frame), rank 0 strongest;
+  `quantile` = clip peaks drawn from activation bins equal in log activation between the feature's weakest
+  and strongest clip peak, strongest bin first; `quantile` = upper edge of the bin / max_act (1.0 for top).
+  `acts` are the feature's activations on frames [start_frame, end_frame) (a 1.5 s window at most).
+- `feature_languages` / `feature_categories` (live features only, every corpus language/category):
+  act_share = share of the feature's activation mass on that group's frames; frame_share = the group's
+  share of all frames; selectivity = act_share / frame_share (1 = no preference); fire_rate = fraction of
+  the group's frames where the feature fires.
+- `feature_language_effects` (live features x `effect_languages`; empty when the SAE is not at the final
+  encoder output): mean over ~a dozen speech clips per language of sum_t a_f,t (W_dec[f] . d log p(L)/d h_t).
+- `density_histogram`: live features per 0.25-wide bin of log10(density), for the overview page.
 """
 
 from __future__ import annotations
@@ -24,7 +48,7 @@ run = sa.Table(
     metadata,
     sa.Column("key", sa.String, primary_key=True),
     sa.Column("value", sa.String, nullable=False, comment="JSON-encoded value"),
-    comment="Run metadata as key/value JSON: model, layer, sae config, metrics, corpus summary, schema_version.",
+    comment="Run metadata as key/value JSON: model, layer, sae, metrics, corpus summary, schema_version.",
 )
 
 clips = sa.Table(
@@ -51,7 +75,9 @@ clip_mels = sa.Table(
     sa.Column("clip_id", sa.Integer, primary_key=True, autoincrement=False),
     sa.Column("n_mels", sa.Integer, nullable=False),
     sa.Column("n_frames", sa.Integer, nullable=False, comment="mel frames (10 ms each, 2 per encoder frame)"),
-    sa.Column("mel", sa.LargeBinary, nullable=False, comment="uint8 (n_mels, n_frames), row-major, low bins first"),
+    sa.Column(
+        "mel", sa.LargeBinary, nullable=False, comment="uint8 (n_mels, n_frames), row-major, low bins first"
+    ),
     sa.Column("vmin", sa.Float, nullable=False, comment="log-mel value that 0 maps to"),
     sa.Column("vmax", sa.Float, nullable=False, comment="log-mel value that 255 maps to"),
 )
@@ -71,7 +97,9 @@ features = sa.Table(
     "features",
     metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
-    sa.Column("density", sa.Double, nullable=False, comment="fraction of real frames where the latent is > 0"),
+    sa.Column(
+        "density", sa.Double, nullable=False, comment="fraction of real frames where the latent is > 0"
+    ),
     sa.Column("max_act", sa.Float, nullable=False),
     sa.Column("mean_act", sa.Float, nullable=False, comment="mean over frames where it fires"),
     sa.Column("label", sa.String, nullable=False, comment="short description ('' when none)"),
@@ -83,11 +111,15 @@ features = sa.Table(
     sa.Column("top_category_selectivity", sa.Float, nullable=False),
     sa.Column("speech_fraction", sa.Float, nullable=False, comment="share of activation mass on speech"),
     sa.Column("top_words", sa.ARRAY(sa.String), nullable=False, comment="aligned words at its top examples"),
-    sa.Column("hist_edges", sa.ARRAY(sa.Float), nullable=False, comment="activation histogram bin edges"),
+    sa.Column(
+        "hist_edges", sa.ARRAY(sa.Float), nullable=False, comment="activation histogram bin edges (log grid)"
+    ),
     sa.Column("hist_counts", sa.ARRAY(sa.BigInteger), nullable=False, comment="frames per bin (firing only)"),
     sa.Column("neighbours", sa.ARRAY(sa.Integer), nullable=False, comment="most similar by decoder cosine"),
     sa.Column("neighbour_cos", sa.ARRAY(sa.Float), nullable=False),
-    sa.Column("coactive", sa.ARRAY(sa.Integer), nullable=False, comment="most often active on the same frames"),
+    sa.Column(
+        "coactive", sa.ARRAY(sa.Integer), nullable=False, comment="most often active on the same frames"
+    ),
     sa.Column("coactive_score", sa.ARRAY(sa.Float), nullable=False, comment="Jaccard of firing frames"),
 )
 
@@ -97,7 +129,9 @@ examples = sa.Table(
     sa.Column("feature_id", sa.Integer, primary_key=True, autoincrement=False),
     sa.Column("kind", sa.String, primary_key=True, comment="'top' or 'quantile'"),
     sa.Column("rank", sa.Integer, primary_key=True, autoincrement=False, comment="0 = strongest in its kind"),
-    sa.Column("quantile", sa.Float, nullable=False, comment="activation quantile bin (top: 1.0)"),
+    sa.Column(
+        "quantile", sa.Float, nullable=False, comment="upper edge of its activation bin / max_act (top: 1.0)"
+    ),
     sa.Column("clip_id", sa.Integer, nullable=False),
     sa.Column("start_frame", sa.Integer, nullable=False, comment="window start (encoder frames)"),
     sa.Column("end_frame", sa.Integer, nullable=False, comment="window end, exclusive"),
@@ -137,7 +171,8 @@ feature_language_effects = sa.Table(
         "effect",
         sa.Float,
         nullable=False,
-        comment="mean d(logit of the language token) per unit of this feature's typical activation",
+        comment="first-order contribution of the feature to log p(language): mean over clips of "
+        "sum_t a_t * (W_dec[f] . d log p / d h_t); differences between languages equal logit differences",
     ),
 )
 

@@ -53,9 +53,7 @@ def write_atlas(path: Path, tables: Mapping[str, pa.Table]) -> Path:
                 quoted = ", ".join(f'"{c}"' for c in columns)
                 con.execute(f'INSERT INTO "{name}" ({quoted}) SELECT {quoted} FROM incoming')
                 con.unregister("incoming")
-            con.execute(
-                "INSERT OR REPLACE INTO run VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)]
-            )
+            con.execute("INSERT OR REPLACE INTO run VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)])
             con.execute("CHECKPOINT")
         finally:
             con.close()

@@ -1,0 +1,118 @@
+"""Automatic provisional labels: a short description per feature from its statistics, with a 0..1 score.
+
+A label is a conjunction of claims, each with a support in 0..1:
+
+- category: the category with the largest share of the feature's *rate-normalised* activation
+  (activation mass per frame of the category, so a small category is not drowned by speech). Support: that
+  share. A non-speech winner names the label ("music", "silence"); without a majority (> 0.5) the two leading
+  categories are named ("music / noise").
+- language (speech winners only): the language with the largest rate-normalised share among corpus
+  languages; claimed when the share is a majority, > 0.5 ("es speech"). Support: the share.
+- word (speech winners only): the most common aligned word under the peaks of the top examples; claimed
+  when it is under >= 30% of them ("es speech · 'buenos'"). Support: that fraction.
+
+`label_score` is the smallest support among the claims made (a label is as good as its weakest claim),
+halved when the label says only "speech" (true of most features, so it tells little). Dead features get an
+empty label and score 0. This is provisional: the source is 'auto' and a person can replace it.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections import Counter
+
+import numpy as np
+
+from pipelines.atlas.schema import FRAME_SECONDS
+from pipelines.corpus.manifest import SPEECH
+
+LANGUAGE_CLAIM = 0.5
+WORD_CLAIM = 0.3
+BROAD_FACTOR = 0.5
+N_TOP_WORDS = 5
+
+_EDGE_PUNCTUATION = re.compile(r"^[\W_]+|[\W_]+$")
+
+
+def normalise_word(word: str) -> str:
+    """Lower case, NFC, punctuation stripped from both ends ("¿Hola," -> "hola")."""
+    return _EDGE_PUNCTUATION.sub("", unicodedata.normalize("NFC", word).lower())
+
+
+def word_at(words: list[tuple[str, float, float]], frame: int) -> str:
+    """The aligned word spoken at an encoder frame ('' when none)."""
+    t = (frame + 0.5) * FRAME_SECONDS
+    for word, start, end in words:
+        if start <= t < end:
+            return normalise_word(word)
+    return ""
+
+
+def rate_shares(mass_FK: np.ndarray, frames_K: np.ndarray) -> np.ndarray:
+    """(F, K) share of each group in the feature's activation per frame of the group (rows sum to 1)."""
+    rate = mass_FK / np.maximum(frames_K, 1)[None, :]
+    return rate / np.maximum(rate.sum(1, keepdims=True), 1e-30)
+
+
+def top_example_words(
+    feature: np.ndarray,
+    clip: np.ndarray,
+    peak: np.ndarray,
+    clip_words: list[list[tuple[str, float, float]]],
+    n: int,
+) -> tuple[list[list[str]], np.ndarray]:
+    """Per feature: the most common words under its top examples' peaks, and the top word's share of them."""
+    counters = [Counter() for _ in range(n)]
+    n_examples = np.bincount(feature, minlength=n)
+    for f, c, p in zip(feature, clip, peak):
+        word = word_at(clip_words[c], int(p))
+        if word:
+            counters[f][word] += 1
+    top_words = [[w for w, k in counter.most_common(N_TOP_WORDS) if k >= 2] for counter in counters]
+    support = np.array(
+        [
+            counter.most_common(1)[0][1] / n_examples[f] if counter else 0.0
+            for f, counter in enumerate(counters)
+        ]
+    )
+    return top_words, support
+
+
+def auto_labels(
+    fire_count: np.ndarray,
+    cat_mass: np.ndarray,
+    cat_frames: np.ndarray,
+    categories: list[str],
+    lang_mass: np.ndarray,
+    lang_frames: np.ndarray,
+    languages: list[str],
+    top_words: list[list[str]],
+    word_support: np.ndarray,
+) -> tuple[list[str], np.ndarray]:
+    """(label, score) per feature, by the rules in the module docstring."""
+    cat_share = rate_shares(cat_mass, cat_frames)
+    lang_share = rate_shares(lang_mass, lang_frames) if languages else np.zeros((len(fire_count), 0))
+    labels, scores = [], np.zeros(len(fire_count), np.float32)
+    for f in range(len(fire_count)):
+        if fire_count[f] == 0:
+            labels.append("")
+            continue
+        order = np.argsort(-cat_share[f], kind="stable")
+        best = categories[order[0]]
+        support = [float(cat_share[f, order[0]])]
+        if best != SPEECH:
+            second = categories[order[1]] if len(order) > 1 else ""
+            labels.append(best if support[0] > 0.5 or not second else f"{best} / {second}")
+            scores[f] = support[0]
+            continue
+        label = SPEECH
+        if lang_share.shape[1] and lang_share[f].max() > LANGUAGE_CLAIM:
+            label = f"{languages[int(lang_share[f].argmax())]} speech"
+            support.append(float(lang_share[f].max()))
+        if top_words[f] and word_support[f] >= WORD_CLAIM:
+            label += f" · '{top_words[f][0]}'"
+            support.append(float(word_support[f]))
+        labels.append(label)
+        scores[f] = min(support) * (BROAD_FACTOR if len(support) == 1 else 1.0)
+    return labels, scores

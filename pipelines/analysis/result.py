@@ -1,0 +1,190 @@
+"""What `analyze` produces and `build` reads: plain arrays and JSON under `data/runs/<run>/analysis/`.
+
+    meta.json       AnalysisMeta (model, layer, corpus, languages, categories, frame counts, config, notes)
+    features.npz    FeatureTable: one row per feature
+    examples.npz    ExampleTable: top and quantile examples with their per-frame windows
+    clips.npz       ClipTable: per manifest row, real frames and the uint8 log-mel
+    text.json       per clip: Whisper's hypothesis and word alignment; per feature: label and top words
+
+The folder is written beside the old one and swapped in, so `build` never reads half an analysis.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipelines.errors import MissingStageError
+
+KIND_TOP, KIND_QUANTILE = 0, 1
+KINDS = ("top", "quantile")
+
+
+@dataclass
+class AnalysisMeta:
+    model: str
+    """The model the activations were extracted with."""
+    transcriber: str
+    """The model (bundle) that decoded the transcripts and language effects."""
+    layer: int
+    corpus: str
+    n_frames: int
+    n_features: int
+    languages: list[str]
+    """Corpus languages, the columns of the language tables."""
+    lang_frames: list[int]
+    categories: list[str]
+    cat_frames: list[int]
+    grid_edges: list[float]
+    """Edges of the fixed log activation grid of `FeatureTable.hist_counts`."""
+    effect_languages: list[str]
+    """Columns of `FeatureTable.effects` (empty when effects were skipped)."""
+    effect_clips: int
+    config: dict[str, Any]
+    notes: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class FeatureTable:
+    """Per-feature statistics (F rows; L corpus languages, K categories, E effect languages, G grid bins)."""
+
+    fire_count: np.ndarray
+    act_sum: np.ndarray
+    max_act: np.ndarray
+    hist_counts: np.ndarray
+    """(F, G) firing frames per bin of the log grid."""
+    lang_mass: np.ndarray
+    """(F, L) activation mass per language."""
+    lang_fires: np.ndarray
+    cat_mass: np.ndarray
+    cat_fires: np.ndarray
+    neighbours: np.ndarray
+    """(F, n) most similar features by decoder cosine."""
+    neighbour_cos: np.ndarray
+    coactive: np.ndarray
+    """(F, n) partners by Jaccard of firing frames (-1 pads)."""
+    coactive_score: np.ndarray
+    effects: np.ndarray
+    """(F, E) linear effect on log p(language) (see `pipelines.analysis.effects`)."""
+    label_score: np.ndarray
+
+
+@dataclass
+class ExampleTable:
+    """Examples sorted by (feature, kind, rank); `acts` holds the windows back to back (`acts_len` each)."""
+
+    feature: np.ndarray
+    kind: np.ndarray
+    """KIND_TOP or KIND_QUANTILE."""
+    rank: np.ndarray
+    quantile: np.ndarray
+    """Upper edge of the example's activation bin over the feature's max (1.0 for top examples)."""
+    clip: np.ndarray
+    """Manifest row."""
+    start: np.ndarray
+    end: np.ndarray
+    peak: np.ndarray
+    peak_act: np.ndarray
+    acts: np.ndarray
+    acts_len: np.ndarray
+
+
+@dataclass
+class ClipTable:
+    """Per manifest row: real frames and the log-mel stored once as uint8 for spectrograms."""
+
+    n_frames: np.ndarray
+    """Real encoder frames found in the shards (0 for a clip that was not extracted)."""
+    mel_frames: np.ndarray
+    """Log-mel frames kept (2 per encoder frame); the clip's `mel` is (n_mels, mel_frames) row-major."""
+    mel: np.ndarray
+    """All clips' uint8 log-mels back to back."""
+    vmin: np.ndarray
+    vmax: np.ndarray
+    n_mels: np.ndarray
+    """Scalar: mel bins."""
+
+
+@dataclass
+class ClipText:
+    key: str
+    language: str
+    """The language the transcript was decoded in ('' = detected)."""
+    hypothesis: str
+    words: list[tuple[str, float, float]]
+
+
+@dataclass
+class AnalysisResult:
+    meta: AnalysisMeta
+    features: FeatureTable
+    examples: ExampleTable
+    clips: ClipTable
+    clip_text: list[ClipText]
+    labels: list[str]
+    top_words: list[list[str]]
+
+    def save(self, folder: Path) -> None:
+        """Write the analysis into a fresh folder beside `folder`, then swap it in."""
+        tmp = folder.with_name(folder.name + ".building")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        (tmp / "meta.json").write_text(json.dumps(asdict(self.meta), indent=1))
+        for name in ("features", "examples", "clips"):
+            table = getattr(self, name)
+            np.savez(tmp / f"{name}.npz", **{f.name: getattr(table, f.name) for f in fields(table)})
+        text = {
+            "clips": [asdict(c) for c in self.clip_text],
+            "labels": self.labels,
+            "top_words": self.top_words,
+        }
+        (tmp / "text.json").write_text(json.dumps(text, ensure_ascii=False))
+        old = folder.with_name(folder.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        if folder.exists():
+            folder.rename(old)
+        tmp.rename(folder)
+        shutil.rmtree(old, ignore_errors=True)
+
+    @classmethod
+    def load(cls, folder: Path) -> "AnalysisResult":
+        if not (folder / "meta.json").exists():
+            raise MissingStageError(f"no analysis in {folder}: run `whisper-atlas analyze` first")
+        text = json.loads((folder / "text.json").read_text())
+
+        def table(kind: type, name: str) -> Any:
+            with np.load(folder / f"{name}.npz") as npz:
+                return kind(**{f.name: npz[f.name] for f in fields(kind)})
+
+        return cls(
+            meta=AnalysisMeta(**json.loads((folder / "meta.json").read_text())),
+            features=table(FeatureTable, "features"),
+            examples=table(ExampleTable, "examples"),
+            clips=table(ClipTable, "clips"),
+            clip_text=[
+                ClipText(c["key"], c["language"], c["hypothesis"], [tuple(w) for w in c["words"]])
+                for c in text["clips"]
+            ],
+            labels=text["labels"],
+            top_words=text["top_words"],
+        )
+
+
+def load_clip_text(folder: Path, model: str) -> dict[str, ClipText]:
+    """Transcripts of a previous analysis made with the same model, by clip key (to skip re-decoding)."""
+    try:
+        if json.loads((folder / "meta.json").read_text())["transcriber"] != model:
+            return {}
+        raw = json.loads((folder / "text.json").read_text())["clips"]
+    except (FileNotFoundError, KeyError, json.JSONDecodeError):
+        return {}
+    return {
+        c["key"]: ClipText(c["key"], c["language"], c["hypothesis"], [tuple(w) for w in c["words"]])
+        for c in raw
+    }

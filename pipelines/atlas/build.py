@@ -1,0 +1,237 @@
+"""`build`: turn a saved analysis into `atlas.duckdb` (a new file swapped in atomically by `write_atlas`).
+
+This step is cheap (no model, no SAE forward): it reads `data/runs/<run>/analysis/`, the corpus manifest,
+the SAE's cfg.json and metrics.json, and the activation meta, and lays them out in the schema of
+`pipelines.atlas.schema`, every per-feature table sorted by feature id.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from pipelines.analysis.result import KINDS, AnalysisResult
+from pipelines.atlas.schema import FRAME_SECONDS
+from pipelines.atlas.tables import density_histogram_table, histogram_columns, list_array, share_table
+from pipelines.atlas.writer import write_atlas
+from pipelines.corpus.manifest import SPEECH, Clip, read_manifest
+from pipelines.errors import AtlasError
+from pipelines.paths import RunPaths
+
+
+class StaleAnalysisError(AtlasError):
+    """The analysis was made from another corpus than the one given."""
+
+
+def build_atlas(run: RunPaths, corpus: Path) -> Path:
+    """Write `run.atlas` from the run's analysis and `corpus`; on any error the old atlas stays as it was."""
+    result = AnalysisResult.load(run.analysis)
+    clips = read_manifest(corpus)
+    keys = [t.key for t in result.clip_text]
+    if keys != [c.id for c in clips]:
+        raise StaleAnalysisError(
+            f"{run.analysis} holds an analysis of another manifest than {corpus}: run `whisper-atlas analyze`"
+        )
+    sae_cfg = _read_json(run.sae / "cfg.json")
+    metrics = _read_json(run.sae / "metrics.json")
+    return write_atlas(run.atlas, atlas_tables(result, clips, corpus, sae_cfg, metrics))
+
+
+def _read_json(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def atlas_tables(
+    result: AnalysisResult, clips: list[Clip], corpus: Path, sae_cfg: dict, metrics: dict
+) -> dict[str, pa.Table]:
+    """Every atlas table, as Arrow tables whose columns match the schema."""
+    meta, feats = result.meta, result.features
+    n_features = meta.n_features
+    ids = np.arange(n_features, dtype=np.int32)
+    live = feats.fire_count > 0
+    total_mass = np.maximum(feats.act_sum, 1e-30)[:, None]
+    lang_frames = np.asarray(meta.lang_frames, np.float64)
+    cat_frames = np.asarray(meta.cat_frames, np.float64)
+    n_frames = max(meta.n_frames, 1)
+    lang_act = feats.lang_mass / total_mass
+    cat_act = feats.cat_mass / total_mass
+    lang_sel = lang_act / np.maximum(lang_frames / n_frames, 1e-30)
+    cat_sel = cat_act / np.maximum(cat_frames / n_frames, 1e-30)
+    speech = meta.categories.index(SPEECH)
+
+    features = pa.table(
+        {
+            "id": ids,
+            "density": feats.fire_count / n_frames,
+            "max_act": feats.max_act,
+            "mean_act": (feats.act_sum / np.maximum(feats.fire_count, 1)).astype(np.float32),
+            "label": result.labels,
+            "label_score": feats.label_score,
+            "label_source": ["auto"] * n_features,
+            **_top_group("top_language", meta.languages, lang_sel, live),
+            **_top_group("top_category", meta.categories, cat_sel, live),
+            "speech_fraction": np.where(live, cat_act[:, speech], 0.0).astype(np.float32),
+            "top_words": pa.array(result.top_words, pa.list_(pa.string())),
+            **histogram_columns(feats.hist_counts, np.asarray(meta.grid_edges)),
+            "neighbours": _padded_rows(feats.neighbours, feats.neighbours >= 0),
+            "neighbour_cos": _padded_rows(feats.neighbour_cos, feats.neighbours >= 0),
+            "coactive": _padded_rows(feats.coactive, feats.coactive >= 0),
+            "coactive_score": _padded_rows(feats.coactive_score, feats.coactive >= 0),
+        }
+    )
+    live_ids = ids[live]
+    languages = share_table(
+        "language",
+        meta.languages,
+        live_ids,
+        lang_act[live],
+        lang_frames / n_frames,
+        feats.lang_fires[live] / np.maximum(lang_frames, 1),
+    )
+    categories = share_table(
+        "category",
+        meta.categories,
+        live_ids,
+        cat_act[live],
+        cat_frames / n_frames,
+        feats.cat_fires[live] / np.maximum(cat_frames, 1),
+    )
+    n_eff = len(meta.effect_languages)
+    effects = pa.table(
+        {
+            "feature_id": np.repeat(live_ids, n_eff),
+            "language": np.tile(np.array(meta.effect_languages, dtype=str), len(live_ids)),
+            "effect": feats.effects[live].ravel().astype(np.float32),
+        }
+    )
+    return {
+        "run": _run_table(result, clips, sae_cfg, metrics),
+        **_clip_tables(result, clips, corpus),
+        "features": features,
+        "examples": _examples_table(result),
+        "feature_languages": languages,
+        "feature_categories": categories,
+        "feature_language_effects": effects,
+        "density_histogram": density_histogram_table(feats.fire_count / n_frames),
+    }
+
+
+def _top_group(
+    column: str, names: list[str], selectivity_FK: np.ndarray, live: np.ndarray
+) -> dict[str, object]:
+    """The group with the highest selectivity per feature ('' and 0 for dead features or no groups)."""
+    if not names:
+        return {column: [""] * len(live), f"{column}_selectivity": np.zeros(len(live), np.float32)}
+    best = selectivity_FK.argmax(1)
+    value = selectivity_FK[np.arange(len(live)), best]
+    has = live & (value > 0)
+    return {
+        column: np.where(has, np.array(names, dtype=str)[best], ""),
+        f"{column}_selectivity": np.where(has, value, 0.0).astype(np.float32),
+    }
+
+
+def _padded_rows(matrix: np.ndarray, keep: np.ndarray) -> pa.Array:
+    """One list per row with the entries flagged in `keep` (drops -1 padding)."""
+    return list_array(matrix[keep], keep.sum(1))
+
+
+def _examples_table(result: AnalysisResult) -> pa.Table:
+    ex = result.examples
+    return pa.table(
+        {
+            "feature_id": ex.feature,
+            "kind": np.array(KINDS, dtype=str)[ex.kind],
+            "rank": ex.rank,
+            "quantile": ex.quantile,
+            "clip_id": ex.clip,
+            "start_frame": ex.start,
+            "end_frame": ex.end,
+            "peak_frame": ex.peak,
+            "peak_act": ex.peak_act,
+            "acts": list_array(ex.acts.astype(np.float32), ex.acts_len),
+        }
+    )
+
+
+def _clip_tables(result: AnalysisResult, clips: list[Clip], corpus: Path) -> dict[str, pa.Table]:
+    table, text = result.clips, result.clip_text
+    clip_rows = pa.table(
+        {
+            "id": np.arange(len(clips), dtype=np.int32),
+            "key": [c.id for c in clips],
+            "category": [c.category for c in clips],
+            "language": [c.language for c in clips],
+            "transcript": [c.transcript for c in clips],
+            "hypothesis": [t.hypothesis for t in text],
+            "source": [c.source for c in clips],
+            "licence": [c.licence for c in clips],
+            "group_key": [c.group for c in clips],
+            "speaker": [c.speaker for c in clips],
+            "duration": [float(c.duration) for c in clips],
+            "n_frames": table.n_frames.astype(np.int32),
+            "audio_path": [str((corpus / c.path).resolve()) for c in clips],
+        }
+    )
+    n_mels = int(table.n_mels)
+    offsets = np.r_[0, np.cumsum(table.mel_frames.astype(np.int64) * n_mels)]
+    has_mel = np.flatnonzero(table.mel_frames > 0)
+    mels = pa.table(
+        {
+            "clip_id": has_mel.astype(np.int32),
+            "n_mels": np.full(len(has_mel), n_mels, np.int32),
+            "n_frames": table.mel_frames[has_mel],
+            "mel": pa.array([table.mel[offsets[i] : offsets[i + 1]].tobytes() for i in has_mel], pa.binary()),
+            "vmin": table.vmin[has_mel],
+            "vmax": table.vmax[has_mel],
+        }
+    )
+    words = [(i, idx, w, s, e) for i, t in enumerate(text) for idx, (w, s, e) in enumerate(t.words)]
+    word_rows = pa.table(
+        {
+            "clip_id": pa.array([w[0] for w in words], pa.int32()),
+            "idx": pa.array([w[1] for w in words], pa.int32()),
+            "word": pa.array([w[2] for w in words], pa.string()),
+            "start": pa.array([w[3] for w in words], pa.float32()),
+            "end": pa.array([w[4] for w in words], pa.float32()),
+        }
+    )
+    return {"clips": clip_rows, "clip_mels": mels, "clip_words": word_rows}
+
+
+def _run_table(result: AnalysisResult, clips: list[Clip], sae_cfg: dict, metrics: dict) -> pa.Table:
+    meta = result.meta
+    minutes = FRAME_SECONDS / 60
+    info = {
+        "model": meta.model,
+        "layer": meta.layer,
+        "site": f"encoder layer {meta.layer}",
+        "n_features": meta.n_features,
+        "sae": sae_cfg,
+        "metrics": metrics,
+        "corpus": {
+            "name": meta.corpus,
+            "n_clips": int((result.clips.n_frames > 0).sum()),
+            "n_frames": meta.n_frames,
+            "minutes": meta.n_frames * minutes,
+            "minutes_by_language": {k: n * minutes for k, n in zip(meta.languages, meta.lang_frames)},
+            "minutes_by_category": {k: n * minutes for k, n in zip(meta.categories, meta.cat_frames)},
+            "clips_by_category": {k: sum(c.category == k for c in clips) for k in meta.categories},
+        },
+        "languages": meta.languages,
+        "categories": meta.categories,
+        "effect_languages": meta.effect_languages,
+        "analysis": {
+            "config": meta.config,
+            "notes": meta.notes,
+            "timings": meta.timings,
+            "effect_clips": meta.effect_clips,
+            "transcriber": meta.transcriber,
+        },
+        "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    return pa.table({"key": list(info), "value": [json.dumps(v, ensure_ascii=False) for v in info.values()]})

@@ -1,0 +1,56 @@
+"""`whisper-atlas analyze`: per-feature statistics, examples, transcripts and labels (pipelines.analysis)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("analyze")
+    def analyze_command(
+        run: Annotated[str, typer.Option(help="Run whose activations and SAE to analyse.")] = "default",
+        corpus: Annotated[str, typer.Option(help="Corpus the activations were extracted from.")] = "default",
+        model: Annotated[
+            Optional[str], typer.Option(help="Whisper model for transcripts (default: the extraction's).")
+        ] = None,
+        top_k: Annotated[int, typer.Option(help="Top examples per feature (one per clip).")] = 24,
+        quantiles: Annotated[int, typer.Option(help="Activation bins for quantile examples.")] = 8,
+        window_frames: Annotated[int, typer.Option(help="Frames of context per example (20 ms each).")] = 75,
+        device: Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:N (default: auto).")] = None,
+    ) -> None:
+        """Encode every frame once with the SAE and save what the atlas shows about each feature."""
+        import time
+
+        from rich.console import Console
+
+        from pipelines.activations import read_meta
+        from pipelines.analysis.analyze import analyze
+        from pipelines.analysis.config import AnalysisConfig
+        from pipelines.errors import AtlasError, MissingStageError
+        from pipelines.model.loader import load_whisper
+        from pipelines.paths import RunPaths, corpus_dir
+        from pipelines.sae.saelens import load_sae
+
+        console = Console()
+        started = time.time()
+        try:
+            paths = RunPaths.named(run)
+            meta = read_meta(paths.activations)
+            if meta is None:
+                raise MissingStageError(f"no activations in {paths.activations}: run `whisper-atlas extract`")
+            cfg = AnalysisConfig(top_k=top_k, quantile_bins=quantiles, window_frames=window_frames)
+            bundle = load_whisper(model or meta.model, device=device)
+            sae = load_sae(paths.sae, device=bundle.device)
+            result = analyze(paths, corpus_dir(corpus), bundle, sae, cfg)
+        except (AtlasError, ValueError) as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(1) from None
+        live = int((result.features.fire_count > 0).sum())
+        console.print(
+            f"analysed {result.meta.n_features} features ({live} live) over {result.meta.n_frames} frames "
+            f"in {time.time() - started:.0f} s -> {paths.analysis}"
+        )
+        for note in result.meta.notes:
+            console.print(f"[yellow]note:[/yellow] {note}")

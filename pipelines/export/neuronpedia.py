@@ -1,0 +1,186 @@
+"""Neuronpedia-style export of an atlas, in the layout SAEDashboard's converter writes for upload:
+
+    <out>/<model>/<source>/release.jsonl, model.jsonl, source.jsonl
+    <out>/<model>/<source>/features/batch-<i>.jsonl.gz      one Feature per line
+    <out>/<model>/<source>/activations/batch-<i>.jsonl.gz   one Activation (example) per line
+    <out>/<model>/<source>/explanations/batch-<i>.jsonl.gz  the automatic labels
+
+Feature fields follow Neuronpedia's `Feature` model: `frac_nonzero` (density), the activation histogram as
+`freq_hist_data_bar_values` (bin centres) / `freq_hist_data_bar_heights` (frames), `vector` (the decoder row,
+for steering), `vectorDefaultSteerStrength` (the max activation, as the converter sets it), decoder-cosine
+neighbours as `topkCosSim*`. Audio has no tokens: each example's `tokens` are frame labels, the frame's time
+in the clip plus the aligned word spoken there (e.g. "1.24s hola"), with `values` per frame, `maxValue` and
+`maxValueTokenIndex` at the peak; quantile examples carry their bin's upper edge in `binMax`.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import re
+from pathlib import Path
+from typing import Iterable
+
+import duckdb
+import numpy as np
+from safetensors.numpy import load_file
+
+from pipelines.analysis.labels import normalise_word
+from pipelines.atlas.schema import FRAME_SECONDS
+from pipelines.errors import MissingStageError
+from pipelines.sae.saelens import WEIGHTS_NAME, read_cfg
+
+CREATOR = "whisper-atlas"
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower().split(":")[-1]).strip("-") or "model"
+
+
+def frame_labels(start: int, end: int, words: list[tuple[str, float, float]]) -> list[str]:
+    """'<seconds>s <word>' per frame of [start, end), the word being the one aligned over the frame centre."""
+    labels = []
+    for frame in range(start, end):
+        t = (frame + 0.5) * FRAME_SECONDS
+        word = next((normalise_word(w) for w, s, e in words if s <= t < e), "")
+        labels.append(f"{frame * FRAME_SECONDS:.2f}s" + (f" {word}" if word else ""))
+    return labels
+
+
+def export_neuronpedia(atlas: Path, sae_folder: Path, out: Path, batch_size: int = 1024) -> Path:
+    """Write the export under `out`; returns the source folder (`<out>/<model>/<source>`)."""
+    if not atlas.exists():
+        raise MissingStageError(f"no atlas at {atlas}: run `whisper-atlas build` first")
+    sae_cfg = read_cfg(sae_folder)
+    W_dec_FD = load_file(str(sae_folder / WEIGHTS_NAME))["W_dec"]
+    con = duckdb.connect(str(atlas), read_only=True)
+    try:
+        run = {k: json.loads(v) for k, v in con.execute("SELECT key, value FROM run").fetchall()}
+        model_id = slug(str(run["model"]))
+        n_features = int(run["n_features"])
+        if W_dec_FD.shape[0] != n_features:
+            raise MissingStageError(
+                f"the SAE in {sae_folder} has {W_dec_FD.shape[0]} latents, the atlas {n_features}: rebuild it"
+            )
+        source_id = f"{run['layer']}-whisper-atlas-{n_features}"
+        folder = out / model_id / source_id
+        hook = sae_cfg.get("metadata", {}).get("hook_name", f"encoder layer {run['layer']}")
+        _write_headers(folder, run, model_id, source_id, hook)
+        words = _clip_words(con)
+        clip_keys = dict(con.execute("SELECT id, key FROM clips").fetchall())
+        for batch, lo in enumerate(range(0, n_features, batch_size)):
+            hi = min(lo + batch_size, n_features)
+            features = con.execute(
+                "SELECT id, density, max_act, label, hist_edges, hist_counts, neighbours, neighbour_cos "
+                "FROM features WHERE id >= ? AND id < ? ORDER BY id",
+                [lo, hi],
+            ).fetchall()
+            examples = con.execute(
+                "SELECT feature_id, kind, rank, quantile, clip_id, start_frame, end_frame, peak_frame, acts "
+                "FROM examples WHERE feature_id >= ? AND feature_id < ? ORDER BY feature_id, kind DESC, rank",
+                [lo, hi],
+            ).fetchall()
+            max_act = {f[0]: f[2] for f in features}
+            common = {"modelId": model_id, "layer": source_id}
+            _write_gz(
+                folder / "features" / f"batch-{batch}.jsonl.gz",
+                (_feature(f, W_dec_FD[f[0]], hook, common) for f in features),
+            )
+            _write_gz(
+                folder / "activations" / f"batch-{batch}.jsonl.gz",
+                (_activation(e, max_act[e[0]], words, clip_keys, common) for e in examples),
+            )
+            _write_gz(
+                folder / "explanations" / f"batch-{batch}.jsonl.gz",
+                (
+                    {**common, "index": str(f[0]), "description": f[3], "typeName": "whisper-atlas-auto"}
+                    for f in features
+                    if f[3]
+                ),
+            )
+    finally:
+        con.close()
+    return folder
+
+
+def _feature(row: tuple, vector: np.ndarray, hook: str, common: dict) -> dict:
+    fid, density, max_act, label, edges, counts, neighbours, neighbour_cos = row
+    centres = [(a + b) / 2 for a, b in zip(edges[:-1], edges[1:])]
+    return {
+        **common,
+        "index": str(fid),
+        "creatorId": CREATOR,
+        "maxActApprox": max_act,
+        "hasVector": True,
+        "vector": [round(float(v), 6) for v in vector],
+        "vectorLabel": label or None,
+        "vectorDefaultSteerStrength": max_act,
+        "hookName": hook,
+        "topkCosSimIndices": neighbours,
+        "topkCosSimValues": neighbour_cos,
+        "frac_nonzero": density,
+        "freq_hist_data_bar_values": centres,
+        "freq_hist_data_bar_heights": counts,
+    }
+
+
+def _activation(row: tuple, max_act: float, words: dict, clip_keys: dict, common: dict) -> dict:
+    fid, kind, rank, quantile, clip_id, start, end, peak, acts = row
+    return {
+        **common,
+        "id": f"{fid}-{kind}-{rank}",
+        "index": str(fid),
+        "creatorId": CREATOR,
+        "tokens": frame_labels(start, end, words.get(clip_id, [])),
+        "values": acts,
+        "maxValue": max(acts),
+        "maxValueTokenIndex": peak - start,
+        "minValue": min(acts),
+        "dataSource": clip_keys.get(clip_id, ""),
+        "dataIndex": str(clip_id),
+        "binMin": None,
+        "binMax": None if kind == "top" else quantile * max_act,
+    }
+
+
+def _clip_words(con: duckdb.DuckDBPyConnection) -> dict[int, list[tuple[str, float, float]]]:
+    words: dict[int, list[tuple[str, float, float]]] = {}
+    for clip_id, word, start, end in con.execute(
+        'SELECT clip_id, word, start, "end" FROM clip_words ORDER BY clip_id, idx'
+    ).fetchall():
+        words.setdefault(clip_id, []).append((word, start, end))
+    return words
+
+
+def _write_headers(folder: Path, run: dict, model_id: str, source_id: str, hook: str) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    corpus = run.get("corpus", {})
+    headers = {
+        "release.jsonl": {
+            "name": CREATOR,
+            "description": f"Whisper Atlas: SAE features of {run['model']} at {run.get('site', hook)}",
+            "creatorName": CREATOR,
+            "urls": [],
+        },
+        "model.jsonl": {"id": model_id, "displayName": str(run["model"]), "instruct": False},
+        "source.jsonl": {
+            "id": source_id,
+            "modelId": model_id,
+            "setName": "whisper-atlas",
+            "hookName": hook,
+            "dataset": corpus.get("name", ""),
+            "num_prompts": corpus.get("n_clips", 0),
+            "num_tokens_in_prompt": None,
+        },
+    }
+    for name, record in headers.items():
+        (folder / name).write_text(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+def _write_gz(path: Path, records: Iterable[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with gzip.open(tmp, "wt", encoding="utf-8", compresslevel=5) as f:
+        for record in records:
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+    tmp.replace(path)

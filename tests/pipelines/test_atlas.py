@@ -1,0 +1,129 @@
+"""The atlas file: schema round trip, the synthetic atlas, and the atomic swap under a concurrent reader."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pytest
+import sqlalchemy as sa
+
+from pipelines.atlas import schema
+from pipelines.atlas.synthetic import write_synthetic_atlas
+from pipelines.atlas.tables import density_histogram_table
+from pipelines.atlas.writer import write_atlas
+from pipelines.audio import decode_audio
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("atlas") / "atlas.duckdb"
+    return write_synthetic_atlas(path, n_features=96, n_clips=14, seed=1)
+
+
+def read_all(path: Path) -> dict[str, list[dict]]:
+    """Every row of every schema table, read through the SQLAlchemy tables on a read-only engine."""
+    engine = sa.create_engine(f"duckdb:///{path}", connect_args={"read_only": True})
+    try:
+        with engine.connect() as con:
+            return {
+                name: [dict(r._mapping) for r in con.execute(sa.select(table))]
+                for name, table in schema.metadata.tables.items()
+            }
+    finally:
+        engine.dispose()
+
+
+def test_schema_round_trip_of_every_table(synthetic: Path):
+    rows = read_all(synthetic)
+    assert set(rows) == set(schema.metadata.tables)
+    for name, table_rows in rows.items():
+        assert table_rows, f"table {name} is empty"
+    features = rows["features"]
+    assert [f["id"] for f in features] == list(range(96))
+    live = [f for f in features if f["density"] > 0]
+    assert all(f["label"] and f["label_source"] == "auto" for f in live)
+    assert all(len(f["hist_edges"]) == len(f["hist_counts"]) + 1 for f in live)
+    assert all(f["id"] not in f["neighbours"] for f in features)
+    examples = rows["examples"]
+    keys = [(e["feature_id"], e["kind"] != "top", e["rank"]) for e in examples]
+    assert keys == sorted(keys), "examples are sorted by feature, then top before quantile, then rank"
+    clips = {c["id"]: c for c in rows["clips"]}
+    for e in examples:
+        assert len(e["acts"]) == e["end_frame"] - e["start_frame"]
+        assert e["start_frame"] <= e["peak_frame"] < e["end_frame"] <= clips[e["clip_id"]]["n_frames"]
+    for m in rows["clip_mels"]:
+        assert len(m["mel"]) == m["n_mels"] * m["n_frames"]
+        assert m["n_frames"] == 2 * clips[m["clip_id"]]["n_frames"]
+    run = {r["key"]: json.loads(r["value"]) for r in rows["run"]}
+    assert run["schema_version"] == schema.SCHEMA_VERSION
+    assert {"model", "layer", "sae", "metrics", "corpus", "n_features"} <= set(run)
+    assert sum(h["n_features"] for h in rows["density_histogram"]) == len(live)
+
+
+def test_synthetic_clips_point_at_real_audio(synthetic: Path):
+    con = duckdb.connect(str(synthetic), read_only=True)
+    try:
+        clips = con.execute("SELECT audio_path, duration FROM clips").fetchall()
+    finally:
+        con.close()
+    for path, duration in clips[:4] + clips[-2:]:
+        audio = decode_audio(Path(path))
+        assert len(audio) / 16000 == pytest.approx(duration, abs=0.01)
+
+
+def test_density_histogram_bins_cover_live_features():
+    table = density_histogram_table(np.array([0.0, 1e-3, 0.01, 0.5, 1.0]))
+    assert sum(table.column("n_features").to_pylist()) == 4
+    assert table.column("log10_lo").to_pylist()[0] == -3.0
+    assert table.column("log10_hi").to_pylist()[-1] == 0.0
+    assert density_histogram_table(np.zeros(3)).num_rows == 0
+
+
+def _reader(path: str, ready, go, out) -> None:
+    """Hold a read-only connection on the old atlas across the swap, then report what it sees."""
+    con = duckdb.connect(path, read_only=True)
+    before = con.execute("SELECT count(*) FROM features").fetchone()[0]
+    ready.set()
+    go.wait(60)
+    after = con.execute("SELECT count(*) FROM features").fetchone()[0]
+    con.close()
+    out.put((before, after))
+
+
+def test_swap_keeps_an_open_reader_working_and_new_readers_see_the_new_atlas(tmp_path: Path):
+    path = tmp_path / "atlas.duckdb"
+    write_synthetic_atlas(path, n_features=32, n_clips=8)
+    ctx = mp.get_context("spawn")
+    ready, go, out = ctx.Event(), ctx.Event(), ctx.Queue()
+    reader = ctx.Process(target=_reader, args=(str(path), ready, go, out))
+    reader.start()
+    try:
+        assert ready.wait(60)
+        write_synthetic_atlas(path, n_features=48, n_clips=8)
+        go.set()
+        before, after = out.get(timeout=60)
+    finally:
+        reader.join(60)
+    assert (before, after) == (32, 32), "the open reader keeps reading the old atlas"
+    con = duckdb.connect(str(path), read_only=True)
+    assert con.execute("SELECT count(*) FROM features").fetchone()[0] == 48
+    con.close()
+
+
+def test_failed_build_leaves_the_old_atlas_intact(tmp_path: Path):
+    path = tmp_path / "atlas.duckdb"
+    write_synthetic_atlas(path, n_features=16, n_clips=6)
+    before = path.read_bytes()
+    bad = pa.table({"id": [0], "density": [0.5]})  # lacks most columns
+    with pytest.raises(ValueError, match="lacks columns"):
+        write_atlas(path, {"features": bad})
+    with pytest.raises(KeyError, match="unknown atlas table"):
+        write_atlas(path, {"no_such_table": bad})
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["atlas.duckdb", "atlas_audio"]
+    assert len(read_all(path)["features"]) == 16
