@@ -1,0 +1,114 @@
+"""The live page: upload or record a clip, see what Whisper and the SAE make of it, steer it (htmx partials).
+
+`GET /live` renders the page; `POST /live/analyze` and `POST /live/steer` take the same multipart bodies as
+the JSON API (backend.routes.api_live) and answer HTML partials. Errors come back as a partial too, with their
+status code (live.js lets htmx swap them in).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Awaitable, Callable
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import HTMLResponse, Response
+
+from backend.routes.api_live import CLIENT_CLOSED, LiveFailure, analyze_job, run_live, steer_job
+from backend.routes.pages import SECURITY_HEADERS
+from backend.services.inference import ClientGone
+from backend.services.uploads import UploadLimits
+from pipelines.errors import AtlasError
+
+router = APIRouter(include_in_schema=False)
+
+LIVE_HEADERS = {
+    **SECURITY_HEADERS,
+    # a recording is previewed from a blob: URL before it is uploaded
+    "Content-Security-Policy": SECURITY_HEADERS["Content-Security-Policy"].replace(
+        "media-src 'self'", "media-src 'self' blob:"
+    ),
+}
+
+PRESETS = [
+    {
+        "name": "English → Spanish (SAE, by language effect)",
+        "spec": {"toward_language": "es", "method": "sae", "strength": 0.6, "n_features": 10},
+    },
+    {
+        "name": "English → Spanish (difference of means)",
+        "spec": {"toward_language": "es", "method": "dom", "strength": 0.45},
+    },
+    {
+        "name": "English → French (SAE, by language effect)",
+        "spec": {"toward_language": "fr", "method": "sae", "strength": 0.6, "n_features": 10},
+    },
+    {
+        "name": "English → French (difference of means)",
+        "spec": {"toward_language": "fr", "method": "dom", "strength": 0.45},
+    },
+]
+"""The cross-lingual demo; strengths just above the measured flip points (facts/steering-feasibility.md)."""
+
+STEER_LANGUAGES = ["en", "es", "fr", "it", "ru", "cs", "nl", "de", "pt", "pl", "ja", "zh"]
+"""Target languages offered first in the selector (the default corpus's, then a few common ones)."""
+
+
+def render_live(
+    request: Request,
+    template: str,
+    status_code: int = 200,
+    headers: dict[str, str] | None = None,
+    **context: Any,
+) -> Response:
+    return request.app.state.templates.TemplateResponse(
+        request, template, context, status_code=status_code, headers={**LIVE_HEADERS, **(headers or {})}
+    )
+
+
+def _labels(request: Request) -> dict[int, str]:
+    try:
+        return request.app.state.atlas.current().labels
+    except (AtlasError, AttributeError):
+        return {}
+
+
+@router.get("/live", response_class=HTMLResponse)
+def live_page(request: Request, feature: Annotated[int | None, Query(ge=0, le=2**31 - 1)] = None) -> Response:
+    limits = getattr(request.app.state, "upload_limits", None) or UploadLimits()
+    prefill = (
+        []
+        if feature is None
+        else [{"id": feature, "label": _labels(request).get(feature, ""), "strength": 0.5}]
+    )
+    return render_live(
+        request,
+        "live/index.html",
+        presets=PRESETS,
+        languages=STEER_LANGUAGES,
+        prefill=prefill,
+        max_seconds=limits.max_seconds,
+        max_mb=limits.max_bytes // 2**20,
+        live_enabled=getattr(request.app.state, "inference", None) is not None,
+    )
+
+
+async def _partial(request: Request, template: str, job: Callable[..., Awaitable[Any]]) -> Response:
+    """Run a live job and render its partial, or the error partial with the failure's status."""
+    try:
+        result = await run_live(request, lambda service, upload: job(service, request, upload))
+    except LiveFailure as failure:
+        return render_live(
+            request, "live/_error.html", failure.status_code, detail=failure.detail, headers=failure.headers
+        )
+    except ClientGone:
+        return Response(status_code=CLIENT_CLOSED)
+    return render_live(request, template, r=result)
+
+
+@router.post("/live/analyze", response_class=HTMLResponse)
+async def live_analyze(request: Request) -> Response:
+    return await _partial(request, "live/_analysis.html", analyze_job)
+
+
+@router.post("/live/steer", response_class=HTMLResponse)
+async def live_steer(request: Request) -> Response:
+    return await _partial(request, "live/_steer.html", steer_job)
