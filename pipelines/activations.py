@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Literal
 
 import numpy as np
 
@@ -81,7 +81,7 @@ def iter_shards(folder: Path, mmap: bool = True) -> Iterator[tuple[np.ndarray, n
     meta = read_meta(folder)
     if meta is None:
         raise FileNotFoundError(f"no activations in {folder}: run `whisper-atlas extract` first")
-    mode = "r" if mmap else None
+    mode: Literal["r"] | None = "r" if mmap else None
     for shard in meta.shards:
         acts = np.load(folder / f"{shard.name}.npy", mmap_mode=mode)
         index = np.load(folder / f"{shard.name}.index.npy", mmap_mode=mode)

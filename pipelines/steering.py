@@ -515,7 +515,6 @@ def plan_steering(
     target, source = spec.toward_language, spec.source_language
     assert target is not None  # the spec has features or a target language
     for code in (target, source):
-
         if code is not None and code not in LANGUAGES:
             raise SteeringError(f"unknown language {code!r}: use a Whisper language code such as en, es, fr")
     selection = None if spec.method == "dom" else _selection(res, spec)

@@ -49,9 +49,11 @@ class AnalysisConfig:
     """Seed of the reservoir priorities and of the quantile draws (the analysis is deterministic)."""
 
     def __post_init__(self) -> None:
-        positive = ("top_k", "quantile_bins", "quantile_per_bin", "window_frames", "chunk_frames")
-        positive += ("hist_bins_per_decade", "reservoir", "n_neighbours", "coactive_counters")
-        positive += ("coactive_max_latents", "transcribe_batch", "max_new_tokens")
+        positive = (
+            *("top_k", "quantile_bins", "quantile_per_bin", "window_frames", "chunk_frames"),
+            *("hist_bins_per_decade", "reservoir", "n_neighbours", "coactive_counters"),
+            *("coactive_max_latents", "transcribe_batch", "max_new_tokens"),
+        )
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"AnalysisConfig.{name} must be >= 1, got {getattr(self, name)}")

@@ -63,7 +63,7 @@ def top_example_words(
     n: int,
 ) -> tuple[list[list[str]], np.ndarray]:
     """Per feature: the most common words under its top examples' peaks, and the top word's share of them."""
-    counters = [Counter() for _ in range(n)]
+    counters: list[Counter[str]] = [Counter() for _ in range(n)]
     n_examples = np.bincount(feature, minlength=n)
     for f, c, p in zip(feature, clip, peak):
         word = word_at(clip_words[c], int(p))

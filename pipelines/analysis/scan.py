@@ -30,7 +30,8 @@ from pipelines.analysis.streaming import (
 class LatentEncoder(Protocol):
     """What the analysis needs from an SAE (`pipelines.sae.SparseAutoencoder` satisfies it)."""
 
-    W_dec: torch.Tensor
+    @property
+    def W_dec(self) -> torch.Tensor: ...
 
     def encode(self, x_BD: torch.Tensor) -> torch.Tensor: ...
 

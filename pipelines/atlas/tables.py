@@ -66,7 +66,7 @@ def histogram_columns(counts_FG: np.ndarray, edges: np.ndarray) -> dict[str, pa.
     hi = np.where(has, n_grid - 1 - nonzero[:, ::-1].argmax(1), -1)
     bins = np.arange(n_grid + 1)[None, :]
     in_counts = (bins[:, :-1] >= lo[:, None]) & (bins[:, :-1] <= hi[:, None])
-    in_edges = (bins >= lo[:, None]) & (bins <= hi[:, None] + 1) & has[:, None]
+    in_edges = (bins >= lo[:, None]) & (bins <= hi[:, None] + 1) & np.asarray(has)[:, None]
     return {
         "hist_edges": list_array(
             np.broadcast_to(edges, in_edges.shape)[in_edges].astype(np.float32), in_edges.sum(1)

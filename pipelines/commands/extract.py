@@ -24,8 +24,9 @@ def register(app: typer.Typer) -> None:
         pack: Annotated[
             bool,
             typer.Option(
-                help="Pack short clips into shared windows (each keeps --pack-context frames of its own "
-                "padding): ~2.5x faster on CPU, per-frame cosine ~0.99 to solo windows. --no-pack is exact."
+                help="Pack short clips into shared windows, each keeping --pack-context frames of its own "
+                "padding: 2.4-3.3x faster on CPU; per-frame cosine to solo windows 0.985 (speech 0.989, "
+                "non-speech 0.967). --no-pack gives every clip its own 30 s window (exact, as the server)."
             ),
         ] = True,
         pack_context: Annotated[

@@ -14,9 +14,11 @@ How (hooks on transformers' own modules, no forked model code):
 
 So a block computes exactly what its clip would in a window of only `n_real + context_frames` frames; lost is
 attention to padding beyond the context (padding takes 20-29% of the attention of the last two layers).
-Measured on Asterisk prompts (final layer, per-frame cosine vs the solo 30 s window): context 150 frames ->
-mean 0.984; 300 -> 0.990 (1st percentile 0.95); 500 -> 0.995 (0.97); 1000 -> 0.999. Packing is therefore an
-explicit option with a measured fidelity (`benchmarks/extract_bench.py`), not a silent default of the model.
+Measured (`benchmarks/extract_bench.py`, 48 default-corpus clips, final layer, per real frame vs the solo
+30 s window): context 300 -> 2.4-3.3x the naive loop's frames/s, cosine mean 0.985 (speech 0.989,
+non-speech 0.967), an SAE's active latents Jaccard 0.82, same strongest latent on 89% of frames; context
+500 -> 1.9-2.5x, cosine 0.990 (0.994 / 0.973), Jaccard 0.86, 92%. Longer contexts approach the solo window
+(1000 -> cosine 0.999 on speech). Packing is therefore an explicit option, never a silent default here.
 """
 
 from __future__ import annotations

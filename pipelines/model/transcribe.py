@@ -119,12 +119,12 @@ def group_words(
     first = 0
 
     def flush(end_index: int) -> None:
-        text = tokenizer.decode(current)
+        text = str(tokenizer.decode(current))
         if text.strip():
             words.append(Word(word=text, start=float(times[first]), end=float(times[end_index])))
 
     for i, token in enumerate(tokens):
-        piece = tokenizer.decode([token])
+        piece = str(tokenizer.decode([token]))
         starts_word = piece.startswith(" ") if language not in NO_SPACE_LANGUAGES else not current
         if current and starts_word:
             flush(i)
