@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import Depends, Path, Query, Request
 from pydantic import BeforeValidator, Field
@@ -42,6 +42,8 @@ ClipId = Annotated[int, Path(ge=0, le=MAX_ID, description="clip row id in the at
 Fraction = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
 """0 to 1; the bound sits on the inner type so that OpenAPI shows it beside the blank-field validator."""
 Ratio = Annotated[float, Field(ge=0, le=1e9, allow_inf_nan=False)]
+Blank = Literal[""]
+"""An empty form field, documented in OpenAPI; `_blank_to` turns it into the bound before validation."""
 Seconds = Annotated[
     Annotated[float, Field(ge=0, le=86400, allow_inf_nan=False)] | None,
     BeforeValidator(_blank_to_none),
@@ -55,10 +57,12 @@ async def feature_filters(
     ] = "",
     language: Annotated[str, Query(max_length=32, description="top language (e.g. `en`)")] = "",
     category: Annotated[str, Query(max_length=32, description="top category (e.g. `speech`, `music`)")] = "",
-    min_density: Annotated[Fraction, _blank_to(0.0), Query(description="fraction of frames")] = 0.0,
-    max_density: Annotated[Fraction, _blank_to(1.0), Query(description="fraction of frames")] = 1.0,
-    min_score: Annotated[Fraction, _blank_to(0.0), Query(description="label score")] = 0.0,
-    min_selectivity: Annotated[Ratio, _blank_to(0.0), Query(description="top language's selectivity")] = 0.0,
+    min_density: Annotated[Fraction | Blank, _blank_to(0.0), Query(description="fraction of frames")] = 0.0,
+    max_density: Annotated[Fraction | Blank, _blank_to(1.0), Query(description="fraction of frames")] = 1.0,
+    min_score: Annotated[Fraction | Blank, _blank_to(0.0), Query(description="label score")] = 0.0,
+    min_selectivity: Annotated[
+        Ratio | Blank, _blank_to(0.0), Query(description="top language's selectivity")
+    ] = 0.0,
     dead: Annotated[bool, Query(description="include dead features (density 0)")] = False,
     sort: SortKey = "id",
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
@@ -68,10 +72,10 @@ async def feature_filters(
         q=q,
         language=language,
         category=category,
-        min_density=min_density,
-        max_density=max_density,
-        min_score=min_score,
-        min_selectivity=min_selectivity,
+        min_density=float(min_density),  # `_blank_to` has already replaced ''
+        max_density=float(max_density),  # `_blank_to` has already replaced ''
+        min_score=float(min_score),  # `_blank_to` has already replaced ''
+        min_selectivity=float(min_selectivity),  # `_blank_to` has already replaced ''
         include_dead=dead,
         sort=sort,
         limit=limit,
