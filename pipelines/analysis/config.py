@@ -37,9 +37,9 @@ class AnalysisConfig:
     """Misra-Gries counters per feature for co-occurrence (exact when a feature has fewer partners)."""
     coactive_max_latents: int = 32
     """Co-occurrence counts pairs among at most this many strongest latents of each frame."""
-    effect_clips_per_language: int = 12
+    effect_clips_per_language: int = 8
     """Speech clips per corpus language used to estimate each feature's effect on the language logits."""
-    effect_languages: tuple[str, ...] = ("en", "es", "fr", "de", "it", "ru", "zh", "ja", "pt")
+    effect_languages: tuple[str, ...] = ("en", "es", "fr", "de")
     """Languages whose logit effects are stored, besides the corpus's own languages."""
     transcribe_batch: int = 8
     """Clips per batch for the alignment transcriptions."""

@@ -10,7 +10,8 @@ contribution a_f,t W_dec[f] is removed from every frame is minus
 flip the detected language where language-selective ones do not). Positive: the feature pushes toward L.
 Log-probabilities are used rather than raw logits so effects are centred; differences between two
 languages equal logit differences. Only meaningful when the SAE reads the final encoder output, which the
-decoder attends to; `analyze` skips it (with a note) for other layers.
+decoder attends to; `analyze` skips it (with a note) for other layers. Cost: one decoder step forward and
+one vmapped backward (all languages at once) per few clips, over `effect_clips_per_language` clips each.
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ import torch
 from pipelines.analysis.scan import LatentEncoder
 from pipelines.model.loader import WhisperBundle
 from pipelines.model.transcribe import LANGUAGES, language_logits
+
+CLIPS_PER_BACKWARD = 4
+"""Clips per vmapped backward: its gradients take languages x clips x 1500 x D floats."""
 
 
 class LanguageEffects:
@@ -33,30 +37,31 @@ class LanguageEffects:
         self.n_clips = 0
 
     def add(self, hidden_BTD: torch.Tensor, n_frames: list[int]) -> None:
-        """Add the clips of one batch (`n_frames` real frames each)."""
+        """Add the clips of one batch (`n_frames` real frames each), a few clips per backward pass."""
+        for start in range(0, len(n_frames), CLIPS_PER_BACKWARD):
+            stop = start + CLIPS_PER_BACKWARD
+            self._add(hidden_BTD[start:stop], n_frames[start:stop])
+
+    def _add(self, hidden_BTD: torch.Tensor, n_frames: list[int]) -> None:
         W_dec = self.sae.W_dec.detach()
+        n_lang = len(self.token_index)
         with torch.enable_grad():
             h_BTD = hidden_BTD.detach().clone().requires_grad_(True)
             logp_BL = torch.log_softmax(language_logits(self.bundle, h_BTD), dim=-1)
-            grads = []
-            for j, token in enumerate(self.token_index):
-                (g_BTD,) = torch.autograd.grad(
-                    logp_BL[:, token].sum(), h_BTD, retain_graph=j + 1 < len(self.token_index)
-                )
-                grads.append(g_BTD.detach())
+            # one vmapped backward for all languages: row j of `pick` selects language j in every clip
+            pick_JBL = torch.zeros(n_lang, *logp_BL.shape, device=logp_BL.device)
+            pick_JBL[torch.arange(n_lang), :, self.token_index] = 1.0
+            (grads_JBTD,) = torch.autograd.grad(logp_BL, h_BTD, grad_outputs=pick_JBL, is_grads_batched=True)
         with torch.no_grad():
             for b, n in enumerate(n_frames):
                 x_TD = hidden_BTD[b, :n].to(W_dec.device, torch.float32)
                 latents_TF = self.sae.encode(x_TD).float()
                 t, f = latents_TF.nonzero(as_tuple=True)
-                weight = latents_TF[t, f]
-                for j, g_BTD in enumerate(grads):
-                    g_TD = g_BTD[b, :n].to(W_dec.device, torch.float32)
-                    contrib = weight * (W_dec[f].float() * g_TD[t]).sum(-1)
-                    column = torch.zeros(W_dec.shape[0], dtype=torch.float64).index_add_(
-                        0, f.cpu(), contrib.double().cpu()
-                    )
-                    self.total[:, j] += column.numpy()
+                g_JND = grads_JBTD[:, b, :n][:, t].to(W_dec.device, torch.float32)
+                contrib_NJ = (latents_TF[t, f][None, :] * (W_dec[f].float()[None] * g_JND).sum(-1)).T
+                total_FJ = torch.zeros(W_dec.shape[0], n_lang, dtype=torch.float64)
+                total_FJ.index_add_(0, f.cpu(), contrib_NJ.double().cpu())
+                self.total += total_FJ.numpy()
                 self.n_clips += 1
 
     def mean(self) -> np.ndarray:

@@ -408,6 +408,8 @@ def test_toward_language_flips_held_out_english_clips(real, target: str) -> None
     from pipelines.steering import plan_steering
 
     run, res = real
+    if res.atlas.effects is None:
+        pytest.skip("no language effects in data/runs/default/atlas.duckdb: run `whisper-atlas demo` first")
     clips = heldout_speech(run, "en", 8)
     if len(clips) < 3:
         pytest.skip(f"only {len(clips)} held-out English clips in the default run (need 3)")
