@@ -156,9 +156,11 @@ def analyze(
     labels, label_score = auto_labels(
         scan.fire_count,
         scan.cat_mass,
+        scan.cat_fires,
         scan.cat_frames,
         categories,
         scan.lang_mass,
+        scan.lang_fires,
         scan.lang_frames,
         languages,
         top_words,
@@ -215,8 +217,14 @@ def _choose_examples(scan: ScanResult, cfg: AnalysisConfig) -> ExampleTable:
     top = scan.top
     value = top.value_FK.numpy()
     f_top, r_top = np.nonzero(value > 0)
+    top_clip = top.clip_FK.numpy()[f_top, r_top]
     draws = quantile_examples(
-        scan.reservoir, cfg.grid_edges(), cfg.quantile_bins, cfg.quantile_per_bin, cfg.seed
+        scan.reservoir,
+        cfg.grid_edges(),
+        cfg.quantile_bins,
+        cfg.quantile_per_bin,
+        cfg.seed,
+        exclude=(f_top, top_clip),
     )
     feature = np.concatenate([f_top, draws.feature]).astype(np.int32)
     kind = np.concatenate([np.full(len(f_top), KIND_TOP), np.full(len(draws.feature), KIND_QUANTILE)]).astype(
@@ -225,7 +233,7 @@ def _choose_examples(scan: ScanResult, cfg: AnalysisConfig) -> ExampleTable:
     rank = np.concatenate([r_top, rank_in_group(draws.feature)]).astype(np.int32)
     max_act = np.maximum(scan.max_act, 1e-30)
     quantile = np.concatenate([np.ones(len(f_top)), np.minimum(draws.upper / max_act[draws.feature], 1.0)])
-    clip = np.concatenate([top.clip_FK.numpy()[f_top, r_top], draws.clip]).astype(np.int32)
+    clip = np.concatenate([top_clip, draws.clip]).astype(np.int32)
     peak = np.concatenate([top.frame_FK.numpy()[f_top, r_top], draws.frame]).astype(np.int32)
     peak_act = np.concatenate([value[f_top, r_top], draws.value]).astype(np.float32)
     order = np.lexsort((rank, kind, feature))

@@ -74,8 +74,8 @@ def describe_clips(
 
     Speech clips get word alignment; other clips only Whisper's hypothesis (their "words" would be
     hallucinations, and alignment forces the slower eager attention). A clip is transcribed unless `cached`
-    holds it decoded in the same language; the encoder runs for a batch only when some clip of it needs a
-    transcript or is in `hidden_rows`.
+    holds it decoded in the same language; the encoder runs only on clips that need a transcript or are in
+    `hidden_rows`.
     """
     n_clips = len(clips)
     mels: list[np.ndarray] = [np.zeros((0, 0), np.uint8)] * n_clips
@@ -85,6 +85,7 @@ def describe_clips(
     for row in rows:
         groups.setdefault((decode_language(clips[row]), clips[row].category == SPEECH), []).append(row)
     for (language, speech), group in groups.items():
+        group.sort(key=lambda r: clips[r].duration)  # a batch decodes as long as its longest clip
         for start in range(0, len(group), batch_size):
             batch = group[start : start + batch_size]
             audios = [decode_audio(corpus / clips[r].path) for r in batch]
@@ -95,14 +96,15 @@ def describe_clips(
                 if i not in todo:
                     text[r] = cached[clips[r].id]
             wanted = [i for i, r in enumerate(batch) if r in hidden_rows]
-            if todo or wanted:
-                first = [a[:WINDOW_SAMPLES] for a in audios]  # Whisper hears the first 30 s
-                frames = [max(real_frames(len(a)), 1) for a in first]
-                hidden_BTD = encode(bundle, features_for(bundle, first))
+            need = sorted(set(todo) | set(wanted))  # encode only these clips' first 30 s (what Whisper hears)
+            if need:
+                first = {i: audios[i][:WINDOW_SAMPLES] for i in need}
+                frames = {i: max(real_frames(len(first[i])), 1) for i in need}
+                hidden = dict(zip(need, encode(bundle, features_for(bundle, [first[i] for i in need]))))
                 if todo:
                     out = transcribe_encoded(
                         bundle,
-                        hidden_BTD[todo],
+                        torch.stack([hidden[i] for i in todo]),
                         language=language or None,
                         max_new_tokens=token_budget(
                             [len(first[i]) / SAMPLE_RATE for i in todo], max_new_tokens
@@ -114,7 +116,11 @@ def describe_clips(
                         words = [(w.word.strip(), float(w.start), float(w.end)) for w in t.words]
                         text[batch[i]] = ClipText(clips[batch[i]].id, language, t.text, words)
                 if wanted:
-                    on_hidden([batch[i] for i in wanted], hidden_BTD[wanted], [frames[i] for i in wanted])
+                    on_hidden(
+                        [batch[i] for i in wanted],
+                        torch.stack([hidden[i] for i in wanted]),
+                        [frames[i] for i in wanted],
+                    )
             advance(len(batch))
     mel_frames = np.array([m.shape[1] if m.size else 0 for m in mels], np.int32)
     table = ClipTable(

@@ -4,8 +4,10 @@ A label is a conjunction of claims, each with a support in 0..1:
 
 - category: the category with the largest share of the feature's *rate-normalised* activation
   (activation mass per frame of the category, so a small category is not drowned by speech). Support: that
-  share. A non-speech winner names the label ("music", "silence"); without a majority (> 0.5) the two leading
-  categories are named ("music / noise").
+  share. A non-speech winner names the label ("music", "silence"); without a majority (> 0.5) the two
+  leading categories are named ("music / noise"). Categories (and languages) where the feature fired on
+  fewer than min(20 frames, 10% of its firing frames) are left out, so a handful of frames in a tiny
+  category cannot dominate a per-frame rate.
 - language (speech winners only): the language with the largest rate-normalised share among corpus
   languages; claimed when the share is a majority, > 0.5 ("es speech"). Support: the share.
 - word (speech winners only): the most common aligned word under the peaks of the top examples; claimed
@@ -31,6 +33,8 @@ LANGUAGE_CLAIM = 0.5
 WORD_CLAIM = 0.3
 BROAD_FACTOR = 0.5
 N_TOP_WORDS = 5
+MIN_GROUP_FIRES = 20
+MIN_GROUP_SHARE = 0.1
 
 _EDGE_PUNCTUATION = re.compile(r"^[\W_]+|[\W_]+$")
 
@@ -49,9 +53,11 @@ def word_at(words: list[tuple[str, float, float]], frame: int) -> str:
     return ""
 
 
-def rate_shares(mass_FK: np.ndarray, frames_K: np.ndarray) -> np.ndarray:
-    """(F, K) share of each group in the feature's activation per frame of the group (rows sum to 1)."""
-    rate = mass_FK / np.maximum(frames_K, 1)[None, :]
+def rate_shares(mass_FK: np.ndarray, fires_FK: np.ndarray, frames_K: np.ndarray) -> np.ndarray:
+    """(F, K) share of each group in the feature's activation per frame of the group (rows sum to 1 or 0),
+    over the groups where it fired often enough (see the module docstring)."""
+    enough = fires_FK >= np.minimum(MIN_GROUP_FIRES, MIN_GROUP_SHARE * fires_FK.sum(1, keepdims=True))
+    rate = np.where(enough & (fires_FK > 0), mass_FK / np.maximum(frames_K, 1)[None, :], 0.0)
     return rate / np.maximum(rate.sum(1, keepdims=True), 1e-30)
 
 
@@ -82,17 +88,19 @@ def top_example_words(
 def auto_labels(
     fire_count: np.ndarray,
     cat_mass: np.ndarray,
+    cat_fires: np.ndarray,
     cat_frames: np.ndarray,
     categories: list[str],
     lang_mass: np.ndarray,
+    lang_fires: np.ndarray,
     lang_frames: np.ndarray,
     languages: list[str],
     top_words: list[list[str]],
     word_support: np.ndarray,
 ) -> tuple[list[str], np.ndarray]:
     """(label, score) per feature, by the rules in the module docstring."""
-    cat_share = rate_shares(cat_mass, cat_frames)
-    lang_share = rate_shares(lang_mass, lang_frames) if languages else np.zeros((len(fire_count), 0))
+    cat_share = rate_shares(cat_mass, cat_fires, cat_frames)
+    lang_share = rate_shares(lang_mass, lang_fires, lang_frames)
     labels, scores = [], np.zeros(len(fire_count), np.float32)
     for f in range(len(fire_count)):
         if fire_count[f] == 0:

@@ -238,17 +238,30 @@ class QuantileDraws:
 
 
 def quantile_examples(
-    res: GridReservoir, edges: np.ndarray, n_bins: int, per_bin: int, seed: int
+    res: GridReservoir,
+    edges: np.ndarray,
+    n_bins: int,
+    per_bin: int,
+    seed: int,
+    exclude: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> QuantileDraws:
     """Draw `per_bin` clip peaks per activation bin of each feature from the reservoir.
 
     A feature's bins split the grid cells between its weakest and strongest clip peak into `n_bins` runs of
     (nearly) equal width in log activation. Within a bin, a kept peak of cell c stands for seen[c] / kept[c]
     peaks, so draws are weighted by that (Efraimidis-Spirakis keys u^(1/w), u from a hash): each draw is then
-    a sample of the clip peaks of the bin, with cells in proportion to their true counts.
+    a sample of the clip peaks of the bin, with cells in proportion to their true counts. `exclude`
+    (feature, clip) pairs, e.g. the top examples, are not drawn again.
     """
     kept = res.priority != _EMPTY
     n_kept = kept.sum(1)
+    if exclude is not None:
+        n_clips = int(max(res.clip.max(), exclude[1].max(initial=0))) + 1
+        shown = np.isin(
+            (np.arange(len(kept)) // res.n_grid)[:, None].astype(np.int64) * n_clips + res.clip,
+            exclude[0].astype(np.int64) * n_clips + exclude[1],
+        )
+        kept &= ~shown
     cell, slot = np.nonzero(kept)
     feature, grid = cell // res.n_grid, cell % res.n_grid
     seen = res.seen.reshape(-1, res.n_grid)

@@ -220,7 +220,10 @@ def _run_table(result: AnalysisResult, clips: list[Clip], sae_cfg: dict, metrics
             "minutes": meta.n_frames * minutes,
             "minutes_by_language": {k: n * minutes for k, n in zip(meta.languages, meta.lang_frames)},
             "minutes_by_category": {k: n * minutes for k, n in zip(meta.categories, meta.cat_frames)},
-            "clips_by_category": {k: sum(c.category == k for c in clips) for k in meta.categories},
+            "clips_by_category": {
+                k: sum(c.category == k for c, n in zip(clips, result.clips.n_frames) if n > 0)
+                for k in meta.categories
+            },
         },
         "languages": meta.languages,
         "categories": meta.categories,

@@ -21,15 +21,16 @@ What the tables hold (written by `pipelines.atlas.build` from `pipelines.analysi
   is over firing frames on a fixed log-spaced grid (8 bins per decade), trimmed to the non-empty range
   (`hist_edges` has one more entry than `hist_counts`; the end bins also hold values beyond the grid).
 - `examples`: `top` = the strongest clips (one example per clip, its peak frame), rank 0 strongest;
-  `quantile` = clip peaks drawn from activation bins equal in log activation between the feature's weakest
-  and strongest clip peak, strongest bin first; `quantile` = upper edge of the bin / max_act (1.0 for top).
-  `acts` are the feature's activations on frames [start_frame, end_frame) (a 1.5 s window at most).
+  `quantile` = clip peaks (of clips not among its top examples) drawn from activation bins equal in log
+  activation between the feature's weakest and strongest clip peak, strongest bin first; column `quantile`
+  = upper edge of the bin / max_act (1.0 for top). `acts` are the feature's activations on frames
+  [start_frame, end_frame) (a 1.5 s window at most).
 - `feature_languages` / `feature_categories` (live features only, every corpus language/category):
   act_share = share of the feature's activation mass on that group's frames; frame_share = the group's
   share of all frames; selectivity = act_share / frame_share (1 = no preference); fire_rate = fraction of
   the group's frames where the feature fires.
 - `feature_language_effects` (live features x `effect_languages`; empty when the SAE is not at the final
-  encoder output): mean over ~a dozen speech clips per language of sum_t a_f,t (W_dec[f] . d log p(L)/d h_t).
+  encoder output): mean over 8 speech clips per language of sum_t a_f,t (W_dec[f] . d log p(L) / d h_t).
 - `density_histogram`: live features per 0.25-wide bin of log10(density), for the overview page.
 """
 

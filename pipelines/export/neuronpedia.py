@@ -37,13 +37,13 @@ def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower().split(":")[-1]).strip("-") or "model"
 
 
-def frame_labels(start: int, end: int, words: list[tuple[str, float, float]]) -> list[str]:
-    """'<seconds>s <word>' per frame of [start, end), the word being the one aligned over the frame centre."""
-    labels = []
-    for frame in range(start, end):
-        t = (frame + 0.5) * FRAME_SECONDS
-        word = next((normalise_word(w) for w, s, e in words if s <= t < e), "")
-        labels.append(f"{frame * FRAME_SECONDS:.2f}s" + (f" {word}" if word else ""))
+def frame_labels(n_frames: int, words: list[tuple[str, float, float]]) -> list[str]:
+    """'<seconds>s <word>' for every frame of a clip, the word being the one aligned over the frame centre."""
+    labels = [f"{frame * FRAME_SECONDS:.2f}s" for frame in range(n_frames)]
+    for word, start, end in words:
+        first = max(0, int(np.ceil(start / FRAME_SECONDS - 0.5)))
+        for frame in range(first, min(n_frames, int(np.ceil(end / FRAME_SECONDS - 0.5)))):
+            labels[frame] += f" {normalise_word(word)}"
     return labels
 
 
@@ -67,7 +67,10 @@ def export_neuronpedia(atlas: Path, sae_folder: Path, out: Path, batch_size: int
         hook = sae_cfg.get("metadata", {}).get("hook_name", f"encoder layer {run['layer']}")
         _write_headers(folder, run, model_id, source_id, hook)
         words = _clip_words(con)
-        clip_keys = dict(con.execute("SELECT id, key FROM clips").fetchall())
+        clip_keys, labels = {}, {}
+        for clip_id, key, n_frames in con.execute("SELECT id, key, n_frames FROM clips").fetchall():
+            clip_keys[clip_id] = key
+            labels[clip_id] = frame_labels(n_frames, words.get(clip_id, []))
         for batch, lo in enumerate(range(0, n_features, batch_size)):
             hi = min(lo + batch_size, n_features)
             features = con.execute(
@@ -88,7 +91,7 @@ def export_neuronpedia(atlas: Path, sae_folder: Path, out: Path, batch_size: int
             )
             _write_gz(
                 folder / "activations" / f"batch-{batch}.jsonl.gz",
-                (_activation(e, max_act[e[0]], words, clip_keys, common) for e in examples),
+                (_activation(e, max_act[e[0]], labels, clip_keys, common) for e in examples),
             )
             _write_gz(
                 folder / "explanations" / f"batch-{batch}.jsonl.gz",
@@ -124,14 +127,14 @@ def _feature(row: tuple, vector: np.ndarray, hook: str, common: dict) -> dict:
     }
 
 
-def _activation(row: tuple, max_act: float, words: dict, clip_keys: dict, common: dict) -> dict:
+def _activation(row: tuple, max_act: float, labels: dict, clip_keys: dict, common: dict) -> dict:
     fid, kind, rank, quantile, clip_id, start, end, peak, acts = row
     return {
         **common,
         "id": f"{fid}-{kind}-{rank}",
         "index": str(fid),
         "creatorId": CREATOR,
-        "tokens": frame_labels(start, end, words.get(clip_id, [])),
+        "tokens": labels[clip_id][start:end],
         "values": acts,
         "maxValue": max(acts),
         "maxValueTokenIndex": peak - start,

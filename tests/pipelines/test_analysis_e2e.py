@@ -151,6 +151,23 @@ def test_language_effects_equal_the_dense_formula(setup):
     np.testing.assert_allclose(result.features.effects, total / len(chosen), rtol=1e-3, atol=1e-6)
 
 
+def test_effect_gradients_from_the_cross_attention_equal_autograd_to_h(setup):
+    from pipelines.analysis.effects import LanguageEffects
+
+    bundle, clips = setup["bundle"], setup["clips"]
+    audios = [decode_audio(setup["corpus"] / clips[r].path) for r in (0, 4)]
+    n_frames = [real_frames(len(a)) for a in audios]
+    h = encode(bundle, features_for(bundle, audios))
+    grads = LanguageEffects(bundle, setup["sae"], ["en", "ru"]).grad_real_frames(h, n_frames)
+    h.requires_grad_(True)
+    with torch.enable_grad():
+        logp = torch.log_softmax(language_logits(bundle, h), -1)
+        for j, lang in enumerate(["en", "ru"]):
+            (g,) = torch.autograd.grad(logp[:, LANGUAGES.index(lang)].sum(), h, retain_graph=True)
+            for b, n in enumerate(n_frames):
+                torch.testing.assert_close(grads[b][j], g[b, :n], rtol=1e-4, atol=1e-7)
+
+
 def test_saved_analysis_round_trips_and_reuses_transcripts(setup):
     run = setup["run"]
     loaded = AnalysisResult.load(run.analysis)

@@ -123,9 +123,12 @@ def test_selectivity_is_act_share_over_frame_share():
     assert tables["examples"].column("acts").to_pylist() == [[1, 3, 0], [4, 2]]
 
 
-def test_rate_shares_correct_for_group_size():
-    shares = rate_shares(np.array([[30.0, 30.0]]), np.array([600, 200]))
+def test_rate_shares_correct_for_group_size_and_ignore_thin_groups():
+    shares = rate_shares(np.array([[30.0, 30.0]]), np.array([[25, 25]]), np.array([600, 200]))
     np.testing.assert_allclose(shares, [[0.25, 0.75]])
+    # 3 firing frames in a 10-frame group: a high rate, but too few frames (< min(20, 10% of 200)) to count
+    shares = rate_shares(np.array([[300.0, 6.0]]), np.array([[197, 3]]), np.array([1000, 10]))
+    np.testing.assert_allclose(shares, [[1.0, 0.0]])
 
 
 def test_auto_labels_follow_the_rules():
@@ -140,9 +143,11 @@ def test_auto_labels_follow_the_rules():
     labels, scores = auto_labels(
         np.array([10, 10, 10, 10, 0]),
         cat_mass,
+        (cat_mass > 0) * 25,
         cat_frames,
         cats,
         lang_mass,
+        (lang_mass > 0) * 25,
         np.array([400, 400]),
         LANGS,
         [["hola", "que"], [], [], [], []],

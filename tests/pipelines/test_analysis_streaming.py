@@ -139,6 +139,9 @@ def test_quantile_draws_lie_in_their_bins(corpus, scanned):
         assert counts.max() <= 2
         assert np.all(np.diff(draws.bin[mine]) <= 0), "bins are listed strongest first"
         assert len(set(zip(draws.clip[mine], draws.bin[mine]))) == mine.sum()
+    again = quantile_examples(scanned.reservoir, edges, 4, 2, 0, exclude=(draws.feature, draws.clip))
+    shown = set(zip(draws.feature.tolist(), draws.clip.tolist()))
+    assert len(again.feature) > 0 and not shown & set(zip(again.feature.tolist(), again.clip.tolist()))
 
 
 def brute_jaccard(fires: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
