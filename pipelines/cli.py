@@ -9,8 +9,24 @@ from __future__ import annotations
 import importlib
 
 import typer
+from typer.core import TyperGroup
+
+from pipelines.errors import AtlasError
+
+
+class AtlasGroup(TyperGroup):
+    """Every command's user-facing errors print as one line (`error: ...`), exit status 1, no traceback."""
+
+    def invoke(self, ctx):  # type: ignore[no-untyped-def]
+        try:
+            return super().invoke(ctx)
+        except AtlasError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(1) from None
+
 
 app = typer.Typer(
+    cls=AtlasGroup,
     name="whisper-atlas",
     help="Build and browse an atlas of sparse-autoencoder features of Whisper's encoder.",
     no_args_is_help=True,
@@ -29,16 +45,5 @@ for _name in COMMAND_MODULES:
     _module.register(app)
 
 
-def main() -> None:
-    """Entry point: user-facing errors print as one line (`error: ...`) with exit status 1, no traceback."""
-    from pipelines.errors import AtlasError
-
-    try:
-        app()
-    except AtlasError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise SystemExit(1) from None
-
-
 if __name__ == "__main__":
-    main()
+    app()

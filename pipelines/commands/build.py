@@ -26,16 +26,11 @@ def register(app: typer.Typer) -> None:
         import time
 
         from pipelines.atlas.build import build_atlas
-        from pipelines.errors import AtlasError
         from pipelines.paths import RunPaths, corpus_dir
 
         started = time.time()
         paths = RunPaths.named(run)
-        try:
-            path = build_atlas(paths, corpus_dir(corpus))
-        except AtlasError as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(1) from None
+        path = build_atlas(paths, corpus_dir(corpus))
         size_mb = path.stat().st_size / 1e6
         typer.echo(f"atlas written: {path} ({size_mb:.1f} MB, {time.time() - started:.1f} s)")
 
@@ -46,25 +41,20 @@ def register(app: typer.Typer) -> None:
         run: Annotated[str, typer.Option(help="Run to export.")] = "default",
     ) -> None:
         """Export the run's SAE (SAELens folder) or atlas (Neuronpedia jsonl.gz, Parquet tables)."""
-        from pipelines.errors import AtlasError
         from pipelines.paths import RunPaths
 
         paths = RunPaths.named(run)
-        try:
-            if kind is ExportKind.saelens:
-                from pipelines.export.saelens import export_saelens
+        if kind is ExportKind.saelens:
+            from pipelines.export.saelens import export_saelens
 
-                written = export_saelens(paths.sae, out)
-            elif kind is ExportKind.neuronpedia:
-                from pipelines.export.neuronpedia import export_neuronpedia
+            written = export_saelens(paths.sae, out)
+        elif kind is ExportKind.neuronpedia:
+            from pipelines.export.neuronpedia import export_neuronpedia
 
-                written = export_neuronpedia(paths.atlas, paths.sae, out)
-            else:
-                from pipelines.export.parquet import export_parquet
+            written = export_neuronpedia(paths.atlas, paths.sae, out)
+        else:
+            from pipelines.export.parquet import export_parquet
 
-                export_parquet(paths.atlas, out)
-                written = out
-        except AtlasError as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(1) from None
+            export_parquet(paths.atlas, out)
+            written = out
         typer.echo(f"{kind.value} export written: {written}")

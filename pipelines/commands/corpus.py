@@ -30,7 +30,7 @@ def register(app: typer.Typer) -> None:
         """Assemble the multilingual corpus from Debian packages (downloaded once, no root needed)."""
         from pipelines.corpus.build import build_corpus
 
-        summary = _run(lambda: build_corpus(corpus, _size(size), seed=seed, workers=workers))
+        summary = build_corpus(corpus, _size(size), seed=seed, workers=workers)
         _show(summary)
 
     @corpus_app.command("add-folder")
@@ -48,7 +48,7 @@ def register(app: typer.Typer) -> None:
         """Decode every audio file under PATH into the corpus; unreadable files are listed and skipped."""
         from pipelines.corpus.folder import add_folder
 
-        summary = _run(lambda: add_folder(path, corpus, manifest, workers=workers))
+        summary = add_folder(path, corpus, manifest, workers=workers)
         _show(summary, verb="added")
 
     @corpus_app.command("add-hf")
@@ -73,10 +73,8 @@ def register(app: typer.Typer) -> None:
         """Add LibriSpeech, FLEURS, Common Voice or another hub audio dataset (needs the `hf` extra)."""
         from pipelines.corpus.hf import add_hf
 
-        summary = _run(
-            lambda: add_hf(
-                dataset, config, split, limit, corpus, data_dir=data_dir, streaming=streaming, workers=workers
-            )
+        summary = add_hf(
+            dataset, config, split, limit, corpus, data_dir=data_dir, streaming=streaming, workers=workers
         )
         _show(summary, verb="added")
 
@@ -97,24 +95,13 @@ def register(app: typer.Typer) -> None:
                 )
             return summarize(corpus, folder, read_manifest(folder))
 
-        _show(_run(load))
+        _show(load())
 
 
 def _size(size: str) -> Literal["small", "default", "large"]:
     if size not in ("small", "default", "large"):
         raise typer.BadParameter(f"{size!r}: choose small, default or large", param_hint="--size")
     return size  # type: ignore[return-value]
-
-
-def _run(work):
-    """Run `work`, turning user-facing errors into one line and exit status 1."""
-    from pipelines.errors import AtlasError
-
-    try:
-        return work()
-    except AtlasError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
 
 
 def _show(summary, verb: str = "") -> None:

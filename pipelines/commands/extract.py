@@ -37,35 +37,30 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-        from pipelines.errors import AtlasError
         from pipelines.extract import extract
         from pipelines.model.loader import load_whisper
         from pipelines.paths import RunPaths, corpus_dir
 
         console = Console()
         paths = RunPaths.named(run)
-        try:
-            bundle = load_whisper(model)
-            columns = (TextColumn("extract"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-            with Progress(*columns, console=console) as progress:
-                task = progress.add_task("clips", total=None)
+        bundle = load_whisper(model)
+        columns = (TextColumn("extract"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+        with Progress(*columns, console=console) as progress:
+            task = progress.add_task("clips", total=None)
 
-                def update(finished: int, total: int) -> None:
-                    progress.update(task, completed=finished, total=total)
+            def update(finished: int, total: int) -> None:
+                progress.update(task, completed=finished, total=total)
 
-                report = extract(
-                    corpus_dir(corpus),
-                    paths,
-                    bundle,
-                    layer,
-                    batch_size,
-                    pack,
-                    context_frames=pack_context,
-                    on_progress=update,
-                )
-        except AtlasError as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(1) from None
+            report = extract(
+                corpus_dir(corpus),
+                paths,
+                bundle,
+                layer,
+                batch_size,
+                pack,
+                context_frames=pack_context,
+                on_progress=update,
+            )
         if report.restarted:
             console.print("inputs changed (model, layer, corpus or packing): previous activations discarded")
         for failure in report.failed:

@@ -32,20 +32,15 @@ def register(app: typer.Typer) -> None:
         from transformers.utils import logging as hf_logging
 
         from pipelines.audio import decode_audio
-        from pipelines.errors import AtlasError
         from pipelines.model.loader import load_whisper
         from pipelines.model.transcribe import check_language, transcribe
 
         hf_logging.set_verbosity_error()
-        try:
-            if language is not None:
-                check_language(language)
-            audio = decode_audio(file, max_seconds=30.0)
-            bundle = load_whisper(model)
-            result = transcribe(bundle, audio, language=language, word_timestamps=words)
-        except AtlasError as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(1) from None
+        if language is not None:
+            check_language(language)
+        audio = decode_audio(file, max_seconds=30.0)
+        bundle = load_whisper(model)
+        result = transcribe(bundle, audio, language=language, word_timestamps=words)
         top = dict(list(result.language_probs.items())[:TOP_LANGUAGES])
         if as_json:
             payload = asdict(result) | {"language_probs": top, "seconds": round(len(audio) / 16000, 3)}

@@ -67,28 +67,23 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Transcribe FILE three ways (baseline, SAE-reconstructed, steered) from one encoder pass."""
         from pipelines.audio import decode_audio
-        from pipelines.errors import AtlasError
         from pipelines.paths import RunPaths
         from pipelines.steering import FeatureStrength, SteeringSpec, load_steering_resources, steer
 
-        try:
-            spec = SteeringSpec(
-                features=[FeatureStrength(**parse_feature(f)) for f in feature or []],
-                mode=mode.value,
-                toward_language=toward,
-                source_language=source,
-                method=method.value,
-                scale=scale.value,
-                strength=strength,
-                n_features=n_features,
-                max_new_tokens=max_new_tokens,
-            )
-            audio = decode_audio(file, max_seconds=WINDOW_SECONDS)
-            resources = load_steering_resources(RunPaths.named(run), model=model, device=device)
-            result = steer(resources, audio, spec)
-        except AtlasError as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(1) from None
+        spec = SteeringSpec(
+            features=[FeatureStrength(**parse_feature(f)) for f in feature or []],
+            mode=mode.value,
+            toward_language=toward,
+            source_language=source,
+            method=method.value,
+            scale=scale.value,
+            strength=strength,
+            n_features=n_features,
+            max_new_tokens=max_new_tokens,
+        )
+        audio = decode_audio(file, max_seconds=WINDOW_SECONDS)
+        resources = load_steering_resources(RunPaths.named(run), model=model, device=device)
+        result = steer(resources, audio, spec)
         payload = {"file": str(file), "duration": round(len(audio) / 16000, 3), **result.to_dict()}
         if as_json:
             typer.echo(json.dumps(payload, ensure_ascii=False, indent=1))

@@ -49,47 +49,43 @@ def register(app: typer.Typer) -> None:
         )
 
         from pipelines.activations import read_meta
-        from pipelines.errors import AtlasError, MissingStageError
+        from pipelines.errors import MissingStageError
         from pipelines.paths import RunPaths
         from pipelines.sae.config import SAEConfig, TrainConfig
         from pipelines.sae.train import train_sae
 
         paths = RunPaths.named(run)
-        try:
-            meta = read_meta(paths.activations)
-            if meta is None:
-                raise MissingStageError(f"no activations for run {run!r}: run `whisper-atlas extract` first")
-            sae_cfg = SAEConfig(d_in=meta.d_model, d_sae=d_sae, arch=arch.value, k=k)
-            cfg = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed)
-            bundle = _load_model(meta.model, device) if eval_clips > 0 else None
-            hook = _hook_name(meta.layer, bundle)
-            with Progress(
-                TextColumn("train SAE {task.fields[epoch]}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("frames"),
-                TimeElapsedColumn(),
-                TimeRemainingColumn(),
-            ) as bar:
-                task = bar.add_task("train", total=None, epoch="")
+        meta = read_meta(paths.activations)
+        if meta is None:
+            raise MissingStageError(f"no activations for run {run!r}: run `whisper-atlas extract` first")
+        sae_cfg = SAEConfig(d_in=meta.d_model, d_sae=d_sae, arch=arch.value, k=k)
+        cfg = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed)
+        bundle = _load_model(meta.model, device) if eval_clips > 0 else None
+        hook = _hook_name(meta.layer, bundle)
+        with Progress(
+            TextColumn("train SAE {task.fields[epoch]}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("frames"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+        ) as bar:
+            task = bar.add_task("train", total=None, epoch="")
 
-                def progress(done: int, total: int, info: dict) -> None:
-                    bar.update(task, completed=done, total=total, epoch=f"epoch {info['epoch']}/{epochs}")
+            def progress(done: int, total: int, info: dict) -> None:
+                bar.update(task, completed=done, total=total, epoch=f"epoch {info['epoch']}/{epochs}")
 
-                metrics = train_sae(
-                    paths,
-                    sae_cfg,
-                    cfg,
-                    resume=resume,
-                    device=device,
-                    progress=progress,
-                    metadata={"hook_name": hook} if hook else None,
-                )
-            if bundle is not None:
-                metrics = _spliced(paths, meta, bundle, eval_clips)
-        except AtlasError as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(1) from None
+            metrics = train_sae(
+                paths,
+                sae_cfg,
+                cfg,
+                resume=resume,
+                device=device,
+                progress=progress,
+                metadata={"hook_name": hook} if hook else None,
+            )
+        if bundle is not None:
+            metrics = _spliced(paths, meta, bundle, eval_clips)
         _report(metrics)
 
 
