@@ -5,42 +5,16 @@ Real app over HTTP (uvicorn), tiny random Whisper + a small random SAE; Debian's
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 
 from tests.backend.live_support import LiveServer, audio_bytes, live_app, speechlike
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-]
 
-
-@pytest.fixture
-def browser_page():
-    playwright_api = pytest.importorskip("playwright.sync_api")
-    executable = shutil.which("chromium")
-    if executable is None:
-        pytest.skip("no chromium on PATH (apt-get install chromium)")
-    with playwright_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
-        page = browser.new_page()
-        yield page
-        browser.close()
-
-
-def test_upload_analyse_and_steer_shows_three_transcripts(data_root, tmp_path, browser_page) -> None:
+def test_upload_analyse_and_steer_shows_three_transcripts(data_root, tmp_path, page) -> None:
     clip = tmp_path / "hello.wav"
     clip.write_bytes(audio_bytes(speechlike(2.0)))
-    page = browser_page
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
     with LiveServer(live_app(data_root)) as server:
         page.goto(server.url + "/live")
         page.set_input_files("#live-file", str(clip))
@@ -70,4 +44,3 @@ def test_upload_analyse_and_steer_shows_three_transcripts(data_root, tmp_path, b
         page.click("text=English → Spanish (difference of means)")
         assert page.locator("#live-by-language").is_visible()
         assert page.locator("#live-method").input_value() == "dom"
-    assert errors == []
