@@ -13,7 +13,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Callable, Literal
 
 from pipelines.corpus import asterisk, fillets, nonspeech, synth
 from pipelines.corpus.candidate import ADDED_KEY, Candidate, parallel, shuffled, spread
@@ -126,7 +126,9 @@ def build_info(name: str = DEFAULT_CORPUS) -> dict | None:
 
 def select(folders: dict[str, Path], spec: CorpusSize, seed: int = 0) -> list[Candidate]:
     """The candidates a build of `spec` takes, in a fixed order (smaller sizes take a prefix of each pool)."""
-    picked = _asterisk(folders, spec, seed) + _fillets(folders, spec, seed)
+    picked = _parallel_groups(
+        asterisk.prompts, asterisk.LANGUAGES, spec.parallel_groups, "asterisk", folders, spec, seed
+    ) + _parallel_groups(fillets.lines, fillets.LANGUAGES, spec.fillets_pairs, "fillets", folders, spec, seed)
     for category, n in spec.nonspeech.items():
         if n == 0:
             continue
@@ -142,22 +144,22 @@ def select(folders: dict[str, Path], spec: CorpusSize, seed: int = 0) -> list[Ca
     return picked
 
 
-def _asterisk(folders: dict[str, Path], spec: CorpusSize, seed: int) -> list[Candidate]:
-    by_language = {lang: asterisk.prompts(folders, lang) for lang in asterisk.LANGUAGES}
-    if spec.parallel_groups is None:
+def _parallel_groups(
+    load: Callable[[dict[str, Path], str], list[Candidate]],
+    languages: tuple[str, ...],
+    count: int | None,
+    tag: str,
+    folders: dict[str, Path],
+    spec: CorpusSize,
+    seed: int,
+) -> list[Candidate]:
+    """`count` sentence groups said in every one of `languages` (all lines when `count` is None)."""
+    by_language = {lang: load(folders, lang) for lang in languages}
+    if count is None:
         return [c for found in by_language.values() for c in found]
     groups = parallel(by_language, spec.min_group_seconds)
-    chosen = shuffled(groups, f"{seed}:asterisk", key=lambda g: g[0].group)[: spec.parallel_groups]
+    chosen = shuffled(groups, f"{seed}:{tag}", key=lambda g: g[0].group)[:count]
     return [c for group in chosen for c in group]
-
-
-def _fillets(folders: dict[str, Path], spec: CorpusSize, seed: int) -> list[Candidate]:
-    by_language = {lang: fillets.lines(folders, lang) for lang in fillets.LANGUAGES}
-    if spec.fillets_pairs is None:
-        return [c for found in by_language.values() for c in found]
-    pairs = parallel(by_language, spec.min_group_seconds)
-    chosen = shuffled(pairs, f"{seed}:fillets", key=lambda p: p[0].group)[: spec.fillets_pairs]
-    return [c for pair in chosen for c in pair]
 
 
 def _carry_over(old: Path, new: Path) -> list[Clip]:
