@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import Depends, Path, Query, Request
 from pydantic import BeforeValidator, Field
@@ -25,11 +25,6 @@ async def get_atlas(request: Request) -> AtlasService:
     return request.app.state.atlas.current()
 
 
-def _blank_to_none(value: Any) -> Any:
-    """HTML forms send empty fields as ''; treat them as absent."""
-    return None if value == "" else value
-
-
 def _blank_to(default: float) -> BeforeValidator:
     """HTML forms send empty fields as ''; read them as the bound that filters nothing."""
     return BeforeValidator(lambda value: default if value == "" else value)
@@ -46,9 +41,9 @@ Blank = Literal[""]
 """An empty form field, documented in OpenAPI; `_blank_to` turns it into the bound before validation."""
 Seconds = Annotated[
     Annotated[float, Field(ge=0, le=86400, allow_inf_nan=False)] | None,
-    BeforeValidator(_blank_to_none),
     Query(description="seconds from the clip's start"),
 ]
+"""Set by links and scripts, never by a form field: an empty value is an error like any other non-number."""
 
 
 async def feature_filters(

@@ -156,6 +156,8 @@ def test_unknown_ids_are_404_with_a_detail(client: TestClient, url: str) -> None
         "/api/v1/features?min_density=2",
         "/api/v1/features?q=" + "x" * 300,
         "/api/v1/clips/0/audio?start=-1",
+        "/api/v1/clips/0/audio?start=",
+        "/api/v1/clips/0/spectrogram.png?start=&end=1",
         "/api/v1/clips/0/spectrogram.png?end=nan",
     ],
 )
