@@ -139,7 +139,6 @@ def analyze(
                 load_clip_text(run.analysis, bundle.name),
                 effect_rows,
                 lambda _rows, hidden, frames: effects.add(hidden, frames) if effects else None,
-                cfg.transcribe_batch,
                 cfg.max_new_tokens,
                 advance=lambda n: progress.advance(task, n),
             )

@@ -41,8 +41,6 @@ class AnalysisConfig:
     """Speech clips per corpus language used to estimate each feature's effect on the language logits."""
     effect_languages: tuple[str, ...] = ("en", "es", "fr", "de")
     """Languages whose logit effects are stored, besides the corpus's own languages."""
-    transcribe_batch: int = 8
-    """Clips per batch for the alignment transcriptions."""
     max_new_tokens: int = 96
     """Decoder budget per clip transcript (a wrong or looping decode stops there)."""
     seed: int = 0
@@ -52,7 +50,7 @@ class AnalysisConfig:
         positive = (
             *("top_k", "quantile_bins", "quantile_per_bin", "window_frames", "chunk_frames"),
             *("hist_bins_per_decade", "reservoir", "n_neighbours", "coactive_counters"),
-            *("coactive_max_latents", "transcribe_batch", "max_new_tokens"),
+            *("coactive_max_latents", "max_new_tokens"),
         )
         for name in positive:
             if getattr(self, name) < 1:

@@ -41,7 +41,6 @@ CFG = AnalysisConfig(
     chunk_frames=120,
     effect_clips_per_language=2,
     effect_languages=("en", "fr"),
-    transcribe_batch=4,
     max_new_tokens=4,
 )
 
@@ -128,7 +127,10 @@ def test_analysis_covers_every_frame_and_feature(setup):
     n_mels = int(result.clips.n_mels)
     assert result.clips.mel.size == n_mels * result.clips.mel_frames.sum()
     np.testing.assert_array_equal(result.clips.mel_frames, 2 * result.clips.n_frames)
-    assert all(t.hypothesis for t in result.clip_text)
+    # Clips share transcription windows, so a random model's few tokens land in some clips, not all.
+    assert any(t.hypothesis for t in result.clip_text)
+    for clip, t in zip(setup["clips"], result.clip_text):
+        assert t.hypothesis == "".join(f" {w}" for w, _, _ in t.words).strip() or clip.category != "speech"
 
 
 def test_language_effects_equal_the_dense_formula(setup):

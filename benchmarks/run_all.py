@@ -1,0 +1,47 @@
+"""Run every benchmark in turn (`make bench`), each in its own process, and say which ones could not run.
+
+One at a time on purpose: on 2 cores two benchmarks at once would measure each other. The extraction and
+steering benchmarks need the real model and corpus (`make demo` first); steering also needs a trained run.
+The training comparison needs SAELens, which lives only in `.venv-bench` (see benchmarks/train_bench.py).
+Copy the printed figures into benchmarks/RESULTS.md with the machine, date and load.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH_PYTHON = ROOT / ".venv-bench" / "bin" / "python"
+
+
+def commands() -> list[tuple[str, list[str]]]:
+    """(name, argv) for each benchmark, the training one only where its environment exists."""
+    here = [sys.executable]
+    runs = [
+        ("server", [*here, "benchmarks/server_bench.py"]),
+        ("analysis", [*here, "benchmarks/analysis_bench.py"]),
+        ("extract", [*here, "benchmarks/extract_bench.py"]),
+        ("steer", [*here, "benchmarks/steer_bench.py"]),
+    ]
+    if BENCH_PYTHON.exists():
+        runs.append(("train", [str(BENCH_PYTHON), "benchmarks/train_bench.py"]))
+    else:
+        print("train: skipped (no .venv-bench; see benchmarks/train_bench.py for its one-line set-up)")
+    return runs
+
+
+def main() -> int:
+    failed = []
+    for name, argv in commands():
+        print(f"\n=== {name}: {' '.join(argv[1:])}", flush=True)
+        if subprocess.run(argv, cwd=ROOT).returncode:
+            failed.append(name)
+    if failed:
+        print(f"\nfailed: {', '.join(failed)}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
