@@ -26,7 +26,7 @@ def register(app: typer.Typer) -> None:
         k: Annotated[int, typer.Option(help="Active latents per frame (TopK; mean for BatchTopK).")] = 32,
         epochs: Annotated[int, typer.Option(help="Passes over the training frames.")] = 8,
         lr: Annotated[
-            Optional[float], typer.Option(help="Adam learning rate (default 4e-3 x sqrt(4096/d_sae)).")
+            Optional[float], typer.Option(help="Adam learning rate (default 2e-3 x sqrt(4096/d_sae)).")
         ] = None,
         batch_size: Annotated[int, typer.Option(help="Frames per step.")] = 256,
         seed: Annotated[int, typer.Option(help="Seed of initialisation, split and shuffles.")] = 0,
