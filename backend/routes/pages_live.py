@@ -31,23 +31,24 @@ LIVE_HEADERS = {
 PRESETS = [
     {
         "name": "English → Spanish (SAE, by language effect)",
-        "spec": {"toward_language": "es", "method": "sae", "strength": 0.6, "n_features": 30},
+        "spec": {"toward_language": "es", "method": "sae", "strength": 0.6, "n_features": 10},
     },
     {
         "name": "English → Spanish (difference of means)",
-        "spec": {"toward_language": "es", "method": "dom", "strength": 0.45},
+        "spec": {"toward_language": "es", "method": "dom", "strength": 0.6},
     },
     {
         "name": "English → French (SAE, by language effect)",
-        "spec": {"toward_language": "fr", "method": "sae", "strength": 0.6, "n_features": 30},
+        "spec": {"toward_language": "fr", "method": "sae", "strength": 0.5, "n_features": 30},
     },
     {
         "name": "English → French (difference of means)",
-        "spec": {"toward_language": "fr", "method": "dom", "strength": 0.45},
+        "spec": {"toward_language": "fr", "method": "dom", "strength": 0.4},
     },
 ]
-"""The cross-lingual demo. Strengths sit just above the measured flip points on English clips the SAE never
-saw (SAE by atlas language effect, N=30: mean 0.43 en->es, 0.54 en->fr; difference of means: 0.36-0.39)."""
+"""The cross-lingual demo, at the median flip strengths measured on the default run's 5 held-out English
+clips (smallest strength, in frame norms, that flips the detected language; grid 0.2-1.5): en->es SAE
+(10 features) 0.4-0.8, difference of means 0.4-1.0; en->fr SAE (30 features) 0.4-0.6, DoM 0.3-0.5."""
 
 
 STEER_LANGUAGES = ["en", "es", "fr", "it", "ru", "cs", "nl", "de", "pt", "pl", "ja", "zh"]
