@@ -4,14 +4,16 @@ Target (DESIGN.md): p50 <= 30 ms and p99 <= 150 ms for random /features/{id} pag
 on 2 cores, with an atlas of >= 16k features, and zero errors. The atlas is synthetic but written through the
 real writer (pipelines/atlas/synthetic.py), so the server reads exactly the real schema.
 
-Two runs of `whisper-atlas serve`, each loaded by closed-loop clients (send, wait, send the next) sharing one
-httpx.AsyncClient, hitting uniformly random feature ids:
+Two runs of `whisper-atlas serve`, each loaded by wrk (Debian `wrk`, installed by `scripts/install.sh --dev`)
+with `--clients` closed-loop connections (send, wait, send the next) hitting uniformly random feature ids.
+wrk is C and spends ~0.1 ms of CPU per request; a Python client (httpx, measured: 5 ms per request) would
+saturate a core first and measure itself:
 - `on_demand`: background pre-rendering off, caches empty: nearly every request is a first visit, so the page
   is rendered then (feature blocks read from DuckDB as random ids first touch them);
 - `prerendered`: the default server, measured once its background pre-rendering has rendered every feature
   page (it runs at full share here to get there sooner), i.e. the steady state of a running server.
-Besides latency, the server's own CPU time per request is reported: on a shared, noisy machine it is the
-steadier number (with 32 closed-loop clients p50 is about 32x it when the server has a core to itself).
+Besides latency, the server's and wrk's CPU time per request are reported: on a shared, noisy machine they
+are the steadier numbers (with 32 closed-loop clients p50 is about 32x the server's when it has a core).
 
     python benchmarks/server_bench.py [--features 16384] [--clients 32] [--seconds 15] [--atlas PATH]
 """
@@ -19,10 +21,9 @@ steadier number (with 32 closed-loop clients p50 is about 32x it when the server
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
-import random
+import resource
 import socket
 import subprocess
 import sys
@@ -48,6 +49,12 @@ def cpu_seconds(pid: int) -> float | None:
     except OSError:
         return None
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_seconds() -> float:
+    """CPU time of this process's finished children (wrk runs as one), user + system."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def health(base: str) -> dict | None:
@@ -86,41 +93,34 @@ def wait_until_idle(pid: int, quiet_s: float = 2.0, limit_s: float = 120.0) -> N
         last = now
 
 
-async def load(base: str, n_features: int, clients: int, seconds: float, seed: int) -> dict:
-    """Closed-loop load: `clients` workers request random feature pages for `seconds`."""
-    rng = random.Random(seed)
-    latencies: list[float] = []
-    errors: dict[str, int] = {}
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=60) as client:
-        end = time.perf_counter() + seconds
+WRK_SCRIPT = """
+init = function(args) n, seed = tonumber(args[1]), tonumber(args[2]); math.randomseed(seed) end
+request = function() return wrk.format("GET", "/features/" .. math.random(0, n - 1)) end
+done = function(s, latency, requests)
+  io.write(string.format('{"requests": %d, "duration_us": %d, "p50_us": %d, "p90_us": %d, "p99_us": %d, ' ..
+    '"max_us": %d, "non_2xx": %d, "connect": %d, "read": %d, "write": %d, "timeout": %d}\\n',
+    s.requests, s.duration, latency:percentile(50), latency:percentile(90), latency:percentile(99),
+    latency.max, s.errors.status, s.errors.connect, s.errors.read, s.errors.write, s.errors.timeout))
+end
+"""
+"""wrk's Lua hooks: uniformly random feature ids, and the summary as one JSON line."""
 
-        async def worker() -> None:
-            while time.perf_counter() < end:
-                t0 = time.perf_counter()
-                try:
-                    response = await client.get(f"/features/{rng.randrange(n_features)}")
-                    if response.status_code != 200:
-                        errors[str(response.status_code)] = errors.get(str(response.status_code), 0) + 1
-                except httpx.HTTPError as exc:
-                    errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
-                latencies.append(time.perf_counter() - t0)
 
-        started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(clients)))
-        elapsed = time.perf_counter() - started
-    latencies.sort()
-
-    def pct(q: float) -> float:
-        return round(1000 * latencies[min(len(latencies) - 1, int(q * len(latencies)))], 2)
-
+def load(base: str, n_features: int, clients: int, seconds: float, seed: int) -> dict:
+    """Closed-loop load from wrk: `clients` connections request random feature pages for `seconds`."""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
+        script.write(WRK_SCRIPT)
+        script.flush()
+        argv = ["wrk", "-t1", f"-c{clients}", f"-d{seconds:g}s", "--timeout", "10s", "-s", script.name, base]
+        out = subprocess.run(
+            [*argv, "--", str(n_features), str(seed)], capture_output=True, text=True, check=True
+        )
+    summary = json.loads(out.stdout.strip().splitlines()[-1])
+    errors = {k: summary[k] for k in ("non_2xx", "connect", "read", "write", "timeout") if summary[k]}
     return {
-        "requests": len(latencies),
-        "throughput_rps": round(len(latencies) / elapsed, 1),
-        "p50_ms": pct(0.50),
-        "p90_ms": pct(0.90),
-        "p99_ms": pct(0.99),
-        "max_ms": round(1000 * latencies[-1], 2),
+        "requests": summary["requests"],
+        "throughput_rps": round(summary["requests"] / (summary["duration_us"] / 1e6), 1),
+        **{f"{q}_ms": round(summary[f"{q}_us"] / 1000, 2) for q in ("p50", "p90", "p99", "max")},
         "errors": errors,
     }
 
@@ -136,9 +136,9 @@ def measure(atlas: Path, args: argparse.Namespace, prerender_share: float, seed:
                 time.sleep(1.0)
         wait_until_idle(server.pid)
         waited = time.perf_counter() - waited
-        cpu_before, client_before = cpu_seconds(server.pid), time.process_time()
-        result = asyncio.run(load(base, args.features, args.clients, args.seconds, seed))
-        cpu_after, client_after = cpu_seconds(server.pid), time.process_time()
+        cpu_before, client_before = cpu_seconds(server.pid), children_cpu_seconds()
+        result = load(base, args.features, args.clients, args.seconds, seed)
+        cpu_after, client_after = cpu_seconds(server.pid), children_cpu_seconds()
         n = result["requests"]
         if cpu_before is not None and cpu_after is not None:
             result["server_cpu_ms_per_request"] = round(1000 * (cpu_after - cpu_before) / n, 3)

@@ -7,8 +7,9 @@ transcription (pipelines.model.transcribe.transcribe) is encoder + one greedy de
 budget. The clip is real corpus speech (English clips of the run's corpus, concatenated to 10 s).
 
 Runs interleave (plain, steer, plain, steer, ...) so slow phases of a shared machine hit both; we report
-medians and the ratio of medians, per steering kind: one SAE feature added, toward Spanish by SAE features
-ranked by language effect, toward Spanish by difference of means.
+medians and the ratio of medians, per steering kind: one SAE feature added, and the /live page's presets
+toward the target language (SAE features ranked by language effect; difference of means). A steered decode
+that loops stops at 1.5x + 8 tokens of the baseline's length (`OutrunFirstRow`), so it costs at most that.
 
     python benchmarks/steer_bench.py [--run default] [--seconds 10] [--repeats 5] [--language en --toward es]
 """
@@ -23,6 +24,7 @@ import time
 import numpy as np
 import torch
 
+from backend.routes.pages_live import PRESETS
 from pipelines.activations import read_meta
 from pipelines.audio import SAMPLE_RATE, decode_audio
 from pipelines.corpus.manifest import SPEECH, read_manifest
@@ -77,13 +79,10 @@ def main() -> None:
     with torch.no_grad():
         latents = res.sae.encode(encode_clip(bundle, audio, res.layer).site_TD)
     strongest = int(latents.sum(0).argmax())
-    kinds = {
-        f"feature {strongest} add 0.3": SteeringSpec(features=[{"id": strongest, "strength": 0.3}]),
-        f"toward {args.toward}, SAE by effect": SteeringSpec(toward_language=args.toward, strength=0.6),
-        f"toward {args.toward}, diff. of means": SteeringSpec(
-            toward_language=args.toward, method="dom", strength=0.45
-        ),
-    }
+    kinds = {f"feature {strongest} add 0.3": SteeringSpec(features=[{"id": strongest, "strength": 0.3}])}
+    for preset in PRESETS:  # what the /live page's cross-lingual presets run
+        if preset["spec"]["toward_language"] == args.toward:
+            kinds[f"preset {preset['name']}"] = SteeringSpec(**preset["spec"])
     for spec in kinds.values():
         spec.max_new_tokens = tokens
     print(

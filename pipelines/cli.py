@@ -36,13 +36,7 @@ app = typer.Typer(
 COMMAND_MODULES = ("corpus", "model", "extract", "train", "analyze", "build", "steer", "serve", "run")
 
 for _name in COMMAND_MODULES:
-    try:
-        _module = importlib.import_module(f"pipelines.commands.{_name}")
-    except ModuleNotFoundError as exc:  # an area not written yet must not break the others
-        if exc.name != f"pipelines.commands.{_name}":
-            raise
-        continue
-    _module.register(app)
+    importlib.import_module(f"pipelines.commands.{_name}").register(app)
 
 
 if __name__ == "__main__":

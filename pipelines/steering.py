@@ -702,7 +702,7 @@ def steer(res: SteeringResources, audio: np.ndarray, spec: SteeringSpec) -> Stee
             hidden_3TD = torch.cat([clip.final_BTD, edited])
         tokens = min(spec.max_new_tokens, MAX_NEW_TOKENS)
         baseline, reconstructed, steered = transcribe_encoded(
-            res.bundle, hidden_3TD, max_new_tokens=tokens, n_frames=[n, n, n]
+            res.bundle, hidden_3TD, max_new_tokens=tokens, n_frames=[n, n, n], first_row_is_reference=True
         )
     frame_norm = mean_frame_norm(clip.site_TD)
     return SteerResult(baseline, reconstructed, steered, spec, plan, frame_norm, n, hidden_3TD[:, :n])

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install everything Whisper Atlas needs into .venv on a fresh Debian/Ubuntu machine.
 #   scripts/install.sh          runtime: Python deps (CPU torch), the local htmx copy
-#   scripts/install.sh --dev    also test tools: pytest & co, ctranslate2, Debian chromium for browser tests
+#   scripts/install.sh --dev    also test tools: pytest & co, ctranslate2, Debian chromium (browser tests), wrk
 # Idempotent: re-running only installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -51,5 +51,6 @@ npm ci --silent --no-audit --no-fund >/dev/null
 
 if [ $DEV = 1 ]; then
   command -v chromium >/dev/null || apt_install chromium
+  command -v wrk >/dev/null || apt_install wrk  # the load generator of benchmarks/server_bench.py
 fi
 say "install complete"

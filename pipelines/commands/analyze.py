@@ -35,18 +35,17 @@ def register(app: typer.Typer) -> None:
 
         console = Console()
         started = time.time()
+        paths = RunPaths.named(run)
+        meta = read_meta(paths.activations)
+        if meta is None:
+            raise MissingStageError(f"no activations in {paths.activations}: run `whisper-atlas extract`")
         try:
-            paths = RunPaths.named(run)
-            meta = read_meta(paths.activations)
-            if meta is None:
-                raise MissingStageError(f"no activations in {paths.activations}: run `whisper-atlas extract`")
             cfg = AnalysisConfig(top_k=top_k, quantile_bins=quantiles, window_frames=window_frames)
-            bundle = load_whisper(model or meta.model, device=device)
-            sae = load_sae(paths.sae, device=bundle.device)
-            result = analyze(paths, corpus_dir(corpus), bundle, sae, cfg)
-        except (AtlasError, ValueError) as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(1) from None
+        except ValueError as exc:  # an out-of-range option
+            raise AtlasError(str(exc)) from None
+        bundle = load_whisper(model or meta.model, device=device)
+        sae = load_sae(paths.sae, device=bundle.device)
+        result = analyze(paths, corpus_dir(corpus), bundle, sae, cfg)
         live = int((result.features.fire_count > 0).sum())
         console.print(
             f"analysed {result.meta.n_features} features ({live} live) over {result.meta.n_frames} frames "

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from transformers import PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase, StoppingCriteria, StoppingCriteriaList
 from transformers.modeling_outputs import BaseModelOutput
 
 from pipelines.errors import AtlasError
@@ -140,6 +140,26 @@ def group_words(
     return words
 
 
+class OutrunFirstRow(StoppingCriteria):
+    """Stops every row once it is `factor` x + `extra` tokens past the length at which row 0 ended.
+
+    For batches whose first row is a reference (steering's baseline): a steered decode that loops ("la la
+    la ...") is cut there instead of holding the whole batch to the token cap.
+    """
+
+    def __init__(self, eos: int, factor: float = 1.5, extra: int = 8) -> None:
+        self.eos, self.factor, self.extra = eos, factor, extra
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs) -> torch.Tensor:
+        generated = input_ids[0, PROMPT_LENGTH:]
+        ended = (generated == self.eos).nonzero()
+        batch = input_ids.shape[0]
+        if len(ended) == 0:
+            return torch.zeros(batch, dtype=torch.bool, device=input_ids.device)
+        limit = self.factor * int(ended[0]) + self.extra
+        return torch.full((batch,), len(generated) >= limit, dtype=torch.bool, device=input_ids.device)
+
+
 @torch.no_grad()
 def transcribe_encoded(
     bundle: WhisperBundle,
@@ -149,11 +169,13 @@ def transcribe_encoded(
     max_new_tokens: int = 96,
     word_timestamps: bool = False,
     n_frames: list[int] | None = None,
+    first_row_is_reference: bool = False,
 ) -> list[Transcription]:
     """Greedy transcripts of a batch of final encoder states (one decoder per item, decoded together).
 
     `language` forces the language for every item; None detects it per item. `n_frames` (real encoder frames
-    per item) limits word alignment to real audio.
+    per item) limits word alignment to real audio. `first_row_is_reference` stops the other rows at 1.5x + 8
+    tokens of the first row's length (`OutrunFirstRow`).
     """
     if language is not None:
         check_language(language)
@@ -179,6 +201,11 @@ def transcribe_encoded(
             num_beams=1,
             max_length=min(max_new_tokens, limit),  # Whisper's generate counts max_length after the prompt
             attention_mask=mel_mask_BT,
+            stopping_criteria=StoppingCriteriaList(
+                [OutrunFirstRow(bundle.model.generation_config.eos_token_id)]
+                if first_row_is_reference
+                else []
+            ),
             **kwargs,
         )
     sequences = (out["sequences"] if word_timestamps else out).cpu()

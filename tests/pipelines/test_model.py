@@ -198,3 +198,18 @@ def test_is_repetitive() -> None:
     assert is_repetitive("") and is_repetitive("   ")
     assert is_repetitive("ha " * 60)
     assert not is_repetitive("Press four to place an outgoing call.")
+
+
+def test_rows_stop_once_they_outrun_the_reference_row() -> None:
+    from pipelines.model.transcribe import PROMPT_LENGTH, OutrunFirstRow
+
+    eos, stop = 9, OutrunFirstRow(eos=9, factor=1.5, extra=8)
+    prompt = [1] * PROMPT_LENGTH
+
+    def ids(*rows: list[int]) -> torch.Tensor:
+        return torch.tensor([prompt + row for row in rows])
+
+    assert not stop(ids([5] * 20, [5] * 20), None).any()  # the reference has not ended: no limit yet
+    reference = [5, 5, 5, 5, eos] + [eos] * 8  # ended after 4 tokens: the limit is 1.5 x 4 + 8 = 14
+    assert not stop(ids(reference, [5] * 13), None).any()
+    assert stop(ids(reference + [eos], [5] * 14), None).all()
