@@ -67,7 +67,9 @@ def health(base: str) -> dict | None:
 def start_server(atlas: Path, port: int, prerender_share: float) -> subprocess.Popen:
     command = [sys.executable, "-m", "pipelines.cli", "serve", "--atlas", str(atlas), "--port", str(port)]
     env = {**os.environ, "WHISPER_ATLAS_PRERENDER_SHARE": str(prerender_share)}
-    server = subprocess.Popen([*command, "--log-level", "warning"], cwd=ROOT, env=env)
+    server = subprocess.Popen(
+        [*command, "--log-level", "warning"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL
+    )  # stdout stays the report's
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if (health(f"http://127.0.0.1:{port}") or {}).get("status") == "ok":
