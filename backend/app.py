@@ -127,11 +127,15 @@ def _num(value: float | None, digits: int = 3) -> str:
 
 
 def _pct(value: float | None, digits: int = 3) -> str:
+    """A fraction as a percentage with `digits` significant digits, whole numbers never in e-notation."""
     if value is None:
         return "—"
     if value == 0:
         return "0%"
-    return f"{value * 100:.{digits}g}%"
+    percent = value * 100
+    if abs(percent) < 1:
+        return f"{percent:.{digits}g}%"
+    return f"{percent:.{max(digits - len(str(int(abs(percent)))), 0)}f}%"
 
 
 def _merge_query(params: Mapping[str, str], **changes: object) -> str:

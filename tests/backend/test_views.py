@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from backend.schemas import Word
 from backend.views import CHART, bar_chart, words_html
 
@@ -26,3 +28,20 @@ def test_words_are_placed_within_the_window_and_escaped() -> None:
     )
     assert "<b>" not in html and "&lt;b&gt;hi&lt;/b&gt;" in html
     assert "left:0.0%;width:25.0%" in html and "left:65.0%;width:35.0%" in html
+
+
+@pytest.mark.parametrize(
+    ("fraction", "digits", "shown"),
+    [
+        (1.0, 2, "100%"),
+        (0.995, 3, "99.5%"),
+        (0.00266, 3, "0.266%"),
+        (0.5, 2, "50%"),
+        (0.0, 3, "0%"),
+        (None, 3, "—"),
+    ],
+)
+def test_percentages_never_use_e_notation(fraction, digits: int, shown: str) -> None:
+    from backend.app import _pct
+
+    assert _pct(fraction, digits) == shown
