@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 
 from tests.backend.live_support import LiveServer, audio_bytes, live_app, speechlike
+from tests.browser.conftest import shot
 
 pytestmark = pytest.mark.browser
 
@@ -40,6 +41,7 @@ def test_upload_analyse_and_steer_shows_three_transcripts(data_root, tmp_path, p
             "reconstructed",
             "steered",
         ]
+        shot(page, "live-steered", full_page=True)
 
         page.click("text=English → Spanish (difference of means)")
         assert page.locator("#live-by-language").is_visible()
