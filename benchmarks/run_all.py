@@ -18,12 +18,9 @@ BENCH_PYTHON = ROOT / ".venv-bench" / "bin" / "python"
 
 def commands() -> list[tuple[str, list[str]]]:
     """(name, argv) for each benchmark, the training one only where its environment exists."""
-    here = [sys.executable]
     runs = [
-        ("server", [*here, "benchmarks/server_bench.py"]),
-        ("analysis", [*here, "benchmarks/analysis_bench.py"]),
-        ("extract", [*here, "benchmarks/extract_bench.py"]),
-        ("steer", [*here, "benchmarks/steer_bench.py"]),
+        (name, [sys.executable, f"benchmarks/{name}_bench.py"])
+        for name in ("server", "analysis", "extract", "steer")
     ]
     if BENCH_PYTHON.exists():
         runs.append(("train", [str(BENCH_PYTHON), "benchmarks/train_bench.py"]))

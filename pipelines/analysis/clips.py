@@ -71,13 +71,14 @@ def token_budget(durations: list[float], max_new_tokens: int) -> int:
 def transcription_windows(durations: list[float], gap: float = GAP_S) -> list[list[int]]:
     """Consecutive clip indices packed greedily into 30 s windows, `gap` seconds of silence between clips."""
     windows: list[list[int]] = []
-    used = WINDOW_S
+    used = 0.0
     for i, duration in enumerate(durations):
-        if used + gap + duration > WINDOW_S:
-            windows.append([])
-            used = -gap
-        windows[-1].append(i)
-        used += gap + duration
+        if windows and used + gap + duration <= WINDOW_S:
+            windows[-1].append(i)
+            used += gap + duration
+        else:
+            windows.append([i])
+            used = duration
     return windows
 
 

@@ -6,6 +6,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pipelines.errors import AtlasError
+
+
+class AnalysisConfigError(AtlasError, ValueError):
+    """An out-of-range analysis setting (the CLI prints it as one line, like every AtlasError)."""
+
 
 @dataclass(frozen=True)
 class AnalysisConfig:
@@ -54,12 +60,14 @@ class AnalysisConfig:
         )
         for name in positive:
             if getattr(self, name) < 1:
-                raise ValueError(f"AnalysisConfig.{name} must be >= 1, got {getattr(self, name)}")
+                raise AnalysisConfigError(f"AnalysisConfig.{name} must be >= 1, got {getattr(self, name)}")
         if self.effect_clips_per_language < 0:
-            raise ValueError("AnalysisConfig.effect_clips_per_language must be >= 0")
+            raise AnalysisConfigError("AnalysisConfig.effect_clips_per_language must be >= 0")
         lo, hi = self.hist_decades
         if not lo < hi:
-            raise ValueError(f"AnalysisConfig.hist_decades must be increasing, got {self.hist_decades}")
+            raise AnalysisConfigError(
+                f"AnalysisConfig.hist_decades must be increasing, got {self.hist_decades}"
+            )
 
     @property
     def n_grid(self) -> int:

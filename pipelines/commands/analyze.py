@@ -28,7 +28,7 @@ def register(app: typer.Typer) -> None:
         from pipelines.activations import read_meta
         from pipelines.analysis.analyze import analyze
         from pipelines.analysis.config import AnalysisConfig
-        from pipelines.errors import AtlasError, MissingStageError
+        from pipelines.errors import MissingStageError
         from pipelines.model.loader import load_whisper
         from pipelines.paths import RunPaths, corpus_dir
         from pipelines.sae.saelens import load_sae
@@ -39,10 +39,7 @@ def register(app: typer.Typer) -> None:
         meta = read_meta(paths.activations)
         if meta is None:
             raise MissingStageError(f"no activations in {paths.activations}: run `whisper-atlas extract`")
-        try:
-            cfg = AnalysisConfig(top_k=top_k, quantile_bins=quantiles, window_frames=window_frames)
-        except ValueError as exc:  # an out-of-range option
-            raise AtlasError(str(exc)) from None
+        cfg = AnalysisConfig(top_k=top_k, quantile_bins=quantiles, window_frames=window_frames)
         bundle = load_whisper(model or meta.model, device=device)
         sae = load_sae(paths.sae, device=bundle.device)
         result = analyze(paths, corpus_dir(corpus), bundle, sae, cfg)
