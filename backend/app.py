@@ -23,11 +23,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 import frontend
 from backend import views
 from backend.errors import AtlasUnavailableError
+from backend.html import CachedFeaturePages, feature_page, render
 from backend.routes import api, api_live, pages, pages_live
 from backend.services import spectrogram
-from backend.services.atlas import AtlasProvider, AtlasService
+from backend.services.atlas import AtlasService
 from backend.services.inference import InferenceService
-from backend.services.prerender import Prerenderer
+from backend.services.provider import AtlasProvider
 from backend.settings import DEMO_COMMAND, Settings
 from pipelines.errors import AtlasError
 
@@ -63,23 +64,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
         lifespan=lifespan,
     )
+    templates = _templates()
+
+    def render_feature_page(service: AtlasService, feature_id: int) -> bytes:
+        return feature_page(templates, settings.examples_shown, service, feature_id)
+
+    provider.render_feature_page = render_feature_page
     app.state.settings = settings
     app.state.atlas = provider
-    if settings.prerender_share > 0:
-
-        def prerender(service: AtlasService) -> None:
-            service.background = Prerenderer(
-                service,
-                pages.feature_key,
-                lambda feature_id: pages.feature_page(app.state, service, feature_id),
-                lambda: provider.is_current(service),
-                settings.prerender_share,
-            ).start()
-
-        provider.on_open = prerender
-    app.state.templates = _templates()
-    app.state.inference = InferenceService.for_run(settings.atlas_path.parent)
-    app.add_middleware(pages.CachedFeaturePages, provider=provider)
+    app.state.templates = templates
+    app.state.inference = InferenceService.for_run(settings.atlas_path.parent, settings.inference)
+    app.add_middleware(CachedFeaturePages, provider=provider)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.include_router(api.health_router)
     app.include_router(api.router)
@@ -153,7 +148,7 @@ def _error_handlers(app: FastAPI) -> None:
         if _wants_json(request):
             return JSONResponse({"detail": detail}, status_code=status)
         template = "no_atlas.html" if status == 503 else "error.html"
-        return pages.render(request, template, status_code=status, status=status, detail=detail)
+        return render(request, template, status_code=status, status=status, detail=detail)
 
     @app.exception_handler(AtlasError)
     async def atlas_error(request: Request, exc: AtlasError) -> Response:

@@ -1,35 +1,41 @@
-"""The read-only atlas connection: opened once, shared by all threads through cursors, reopened on swap.
+"""The served atlas file: one version opened at a time, shared by all threads, reopened on swap.
 
-DuckDB allows many read-only connections or one writer per file; the build stage never writes the live file
-but `os.replace`s a finished one over it (pipelines/atlas/writer.py). So the server keeps one read-only
-connection per file *version* and compares the path's (inode, mtime, size) with the open one to notice a
-swap: one `stat`, at most every `check_interval` seconds (a syscall per request is measurable under load).
-The old connection is never closed under a running request: it is dropped and closes with its last cursor.
+The build stage never writes the live file but `os.replace`s a finished one over it
+(pipelines/atlas/writer.py), so the server keeps one opened version per file *version* and compares the
+path's (inode, mtime, size) with the open one to notice a swap: one `stat`, at most every `check_interval`
+seconds (a syscall per request is measurable under load). The old version is never closed under a running
+request: it is dropped and closes with its last cursor.
 
-Each version is ATTACHed to a fresh in-memory DuckDB instance rather than opened with `duckdb.connect(path)`:
-DuckDB caches instances by path inside a process, so reconnecting to a swapped path would silently return
-the old file. Cursors are kept per thread (one `USE atlas` each, which costs about a millisecond).
+A swapped-in file that cannot be served (half-copied, another schema, views or macros, unreadable rows)
+never takes the site down: the old version keeps serving, the reason is logged once, and the next interval
+tries again. "Served" means opened by `AtlasReader` and then by `open_version` (the server's data service
+reads its summary there), so a file that fails either step is refused before it replaces anything.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
+import logging
 import os
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Generic, TypeVar
 
 import duckdb
 
 from backend.errors import AtlasUnavailableError
 from backend.settings import DEMO_COMMAND
-from pipelines.atlas.schema import SCHEMA_VERSION
+from pipelines.atlas.reader import AtlasFileError, AtlasReader
+
+log = logging.getLogger("whisper_atlas.server")
+
+T = TypeVar("T")
 
 
 def missing_atlas_message(path: Path) -> str:
-    return f"No atlas at {path}: build one with `{DEMO_COMMAND}` (or `whisper-atlas demo`)."
+    return f"No atlas at {path.name}: build one with `{DEMO_COMMAND}` (or `whisper-atlas demo`)."
 
 
 @dataclass(frozen=True, eq=False)
@@ -39,76 +45,69 @@ class AtlasHandle:
     path: Path
     version: str
     """Short stable id of this file version (inode, mtime, size): cache keys and URL cache-busters use it."""
-    connection: duckdb.DuckDBPyConnection
-    _local: threading.local = field(default_factory=threading.local, repr=False)
-
-    def cursor(self) -> duckdb.DuckDBPyConnection:
-        """The calling thread's cursor (DuckDB connections are not shared across threads).
-
-        One cursor per thread is enough because callers fetch every result completely (`fetchall`,
-        `to_arrow_table`): DuckDB refuses new work on a connection holding a half-read result.
-        """
-        cursor = getattr(self._local, "cursor", None)
-        if cursor is None:
-            cursor = self.connection.cursor()
-            cursor.execute("USE atlas")
-            self._local.cursor = cursor
-        return cursor
+    reader: AtlasReader
 
 
-class AtlasDB:
-    """Hands out the handle of the atlas file as it is now, reopening when the file was swapped."""
+class AtlasDB(Generic[T]):
+    """Hands out `open_version(handle)` of the atlas file as it is now, reopened when the file is swapped."""
 
-    def __init__(self, path: Path, memory_mb: int = 256, check_interval: float = 1.0) -> None:
+    def __init__(
+        self,
+        path: Path,
+        open_version: Callable[[AtlasHandle], T],
+        memory_mb: int = 256,
+        check_interval: float = 1.0,
+    ) -> None:
         self.path = path
+        self.open_version = open_version
         self.memory_mb = memory_mb
         self.check_interval = check_interval
         self._checked = float("-inf")
-        self._handle: AtlasHandle | None = None
+        self._served: T | None = None
         self._identity: tuple[int, int, int] | None = None
+        self._refused: tuple[int, int, int] | None = None
+        """Identity of the last file version that failed to open (logged once, retried each interval)."""
+        self._unusable = ""
         self._lock = threading.Lock()
 
-    def handle(self) -> AtlasHandle:
-        """The current handle; raises `AtlasUnavailableError` (naming the build command) without an atlas."""
-        handle = self._handle
+    def current(self) -> T:
+        """The served version; raises `AtlasUnavailableError` (naming the build command) without one."""
+        served = self._served
         now = time.monotonic()
-        if handle is not None and now - self._checked < self.check_interval:
-            return handle
+        if served is not None and now - self._checked < self.check_interval:
+            return served
         try:
             st = os.stat(self.path)
         except OSError:
+            if served is not None:  # a swap in progress (or a deleted file): keep serving what is open
+                self._checked = now
+                return served
             raise AtlasUnavailableError(missing_atlas_message(self.path)) from None
         identity = (st.st_ino, st.st_mtime_ns, st.st_size)
-        if handle is not None and identity == self._identity:
+        if served is not None and identity == self._identity:
             self._checked = now
-            return handle
+            return served
         with self._lock:
-            if self._handle is None or identity != self._identity:
-                self._handle = _open(self.path, identity, self.memory_mb)
-                self._identity = identity
+            if identity != self._identity:
+                self._swap_in(identity)
             self._checked = now
-            return self._handle
+            if self._served is None:
+                raise AtlasUnavailableError(self._unusable)
+            return self._served
 
-
-def _open(path: Path, identity: tuple[int, int, int], memory_mb: int) -> AtlasHandle:
-    try:
-        connection = duckdb.connect(":memory:")
-        connection.execute(f"SET memory_limit = '{int(memory_mb)}MB'")
-        quoted = str(path).replace("'", "''")
-        connection.execute(f"ATTACH '{quoted}' AS atlas (READ_ONLY)")
-        connection.execute("USE atlas")
-        rows = connection.execute("SELECT value FROM run WHERE key = 'schema_version'").fetchall()
-    except duckdb.Error as exc:
-        reason = str(exc).splitlines()[0]
-        raise AtlasUnavailableError(
-            f"Cannot read the atlas at {path} ({reason}): rebuild it with `{DEMO_COMMAND}`."
-        ) from None
-    found = json.loads(rows[0][0]) if rows else None
-    if found != SCHEMA_VERSION:
-        connection.close()
-        raise AtlasUnavailableError(
-            f"The atlas at {path} has schema version {found}, this server reads {SCHEMA_VERSION}: "
-            f"rebuild it with `whisper-atlas build` (or `{DEMO_COMMAND}`)."
-        )
-    version = hashlib.blake2b(repr(identity).encode(), digest_size=6).hexdigest()
-    return AtlasHandle(path=path, version=version, connection=connection)
+    def _swap_in(self, identity: tuple[int, int, int]) -> None:
+        """Open the file version `identity`; on failure keep the open one (if any) and remember why."""
+        try:
+            reader = AtlasReader.open(self.path, self.memory_mb)
+            version = hashlib.blake2b(repr(identity).encode(), digest_size=6).hexdigest()
+            served = self.open_version(AtlasHandle(path=self.path, version=version, reader=reader))
+        except (AtlasFileError, duckdb.Error) as exc:
+            reason = str(exc).splitlines()[0].replace(str(self.path), self.path.name)
+            self._unusable = f"The atlas cannot be served ({reason}): rebuild it with `{DEMO_COMMAND}`."
+            if self._refused != identity:
+                log.warning("atlas not swapped in: %s", reason)
+            self._refused = identity
+            return
+        self._served = served
+        self._identity = identity
+        self._refused = None

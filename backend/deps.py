@@ -7,10 +7,11 @@ from typing import Annotated, Literal
 from fastapi import Depends, Path, Query, Request
 from pydantic import BeforeValidator, Field
 
-from backend.services.atlas import AtlasService, FilterSpec, SortKey
+from backend.html import MAX_ID
+from backend.services.atlas import AtlasService
+from backend.services.provider import AtlasProvider
 from backend.settings import Settings
-
-MAX_ID = 2**31 - 1
+from pipelines.atlas.reader import FeatureFilter, SortKey
 
 
 async def get_settings(request: Request) -> Settings:
@@ -25,6 +26,11 @@ async def get_atlas(request: Request) -> AtlasService:
     return request.app.state.atlas.current()
 
 
+async def get_provider(request: Request) -> AtlasProvider:
+    """The atlas provider: the current version's page and media caches."""
+    return request.app.state.atlas
+
+
 def _blank_to(default: float) -> BeforeValidator:
     """HTML forms send empty fields as ''; read them as the bound that filters nothing."""
     return BeforeValidator(lambda value: default if value == "" else value)
@@ -32,6 +38,7 @@ def _blank_to(default: float) -> BeforeValidator:
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 AtlasDep = Annotated[AtlasService, Depends(get_atlas)]
+ProviderDep = Annotated[AtlasProvider, Depends(get_provider)]
 FeatureId = Annotated[int, Path(ge=0, le=MAX_ID, description="feature index in the SAE")]
 ClipId = Annotated[int, Path(ge=0, le=MAX_ID, description="clip row id in the atlas")]
 Fraction = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
@@ -62,8 +69,8 @@ async def feature_filters(
     sort: SortKey = "id",
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
-) -> FilterSpec:
-    return FilterSpec(
+) -> FeatureFilter:
+    return FeatureFilter(
         q=q,
         language=language,
         category=category,
@@ -78,4 +85,4 @@ async def feature_filters(
     )
 
 
-FeatureFilters = Annotated[FilterSpec, Depends(feature_filters)]
+FeatureFilters = Annotated[FeatureFilter, Depends(feature_filters)]

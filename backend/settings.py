@@ -8,19 +8,57 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from pipelines.paths import DEFAULT_RUN, data_dir
+from pipelines.paths import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_RUN, data_dir
 
 DEMO_COMMAND = "make demo"
 """The one command that builds an atlas from scratch (`whisper-atlas demo` does the same without make)."""
 
 
+class UploadLimits(BaseModel):
+    """What an upload may be (`WHISPER_ATLAS_UPLOADS__MAX_BYTES=...` and so on)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_bytes: int = Field(default=20 * 1024 * 1024, gt=0)
+    """Largest accepted request body; reading stops as soon as it is passed (413)."""
+    max_seconds: float = Field(default=30.0, gt=0)
+    """Longer clips are cut to their first `max_seconds` (one Whisper window) and flagged `truncated`."""
+    min_seconds: float = Field(default=0.1, ge=0)
+    """Shorter clips are refused: Whisper cannot say anything about 5 encoder frames."""
+    silence_peak: float = Field(default=1e-4, ge=0)
+    """A clip whose peak |sample| stays below this (-80 dBFS) is silent and refused."""
+
+    @model_validator(mode="after")
+    def _min_below_max(self) -> "UploadLimits":
+        if self.min_seconds >= self.max_seconds:
+            raise ValueError("upload limits need min_seconds < max_seconds")
+        return self
+
+
+class InferenceSettings(BaseModel):
+    """Limits of the live inference worker (`WHISPER_ATLAS_INFERENCE__TIMEOUT_S=...` and so on)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_waiting: int = Field(default=4, ge=0)
+    """Requests that may wait behind the running one; more are refused with 503."""
+    timeout_s: float = Field(default=60.0, gt=0)
+    """Longest a request waits for its result (queueing + running) before a 504."""
+    retry_after_s: int = Field(default=5, ge=0)
+    """Retry-After sent with a 503."""
+    max_new_tokens: int = Field(default=96, ge=1)
+    """Cap on decoded tokens per transcript, whatever the request asks."""
+
+
 class Settings(BaseSettings):
     """Where the atlas lives, where the server listens, and how much it may cache."""
 
-    model_config = SettingsConfigDict(env_prefix="WHISPER_ATLAS_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix="WHISPER_ATLAS_", env_nested_delimiter="__", extra="ignore", frozen=True
+    )
 
     data_dir: Path = Field(default_factory=data_dir)
     """The data root (`WHISPER_ATLAS_DATA` also sets it, as for every pipeline stage)."""
@@ -28,9 +66,9 @@ class Settings(BaseSettings):
     """Which run's atlas to serve: `<data_dir>/runs/<run>/atlas.duckdb`."""
     atlas: Path | None = None
     """An explicit atlas file; overrides `data_dir` and `run`."""
-    host: str = "127.0.0.1"
+    host: str = DEFAULT_HOST
     """Interface to listen on (loopback by default: the server is a local research tool)."""
-    port: int = Field(default=8000, ge=1, le=65535)
+    port: int = Field(default=DEFAULT_PORT, ge=1, le=65535)
     """TCP port to listen on."""
     audio_roots: tuple[Path, ...] = ()
     """Extra folders clip audio may be served from; the data root and the atlas's folder always are."""
@@ -48,6 +86,11 @@ class Settings(BaseSettings):
     """Top examples on a feature page before "more"; quantile samples show one per activation bin."""
     max_audio_window_s: float = Field(default=30.0, gt=0, le=3600)
     """Longest audio window the WAV endpoint cuts (a whole clip is served as its FLAC instead)."""
+
+    uploads: UploadLimits = UploadLimits()
+    """Upload size and duration limits of the live endpoints."""
+    inference: InferenceSettings = InferenceSettings()
+    """Queue, timeout and token limits of the live inference worker."""
 
     @model_validator(mode="after")
     def _absolute_paths(self) -> "Settings":

@@ -27,6 +27,7 @@ import torch
 from pipelines.activations import ActivationsMeta, append_shard
 from pipelines.analysis.analyze import _choose_examples
 from pipelines.analysis.config import AnalysisConfig
+from pipelines.analysis.groups import ClipGroups
 from pipelines.analysis.scan import read_windows, scan_activations
 from pipelines.sae.config import SAEConfig
 from pipelines.sae.registry import build_sae
@@ -80,8 +81,8 @@ def worker(n_frames: int, n_features: int, k: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         n_clips, n_written = write_shards(folder, n_frames, seed=1)
-        language = np.arange(n_clips) % 5
-        category = np.zeros(n_clips, int)
+        languages = ClipGroups([f"l{i}" for i in range(5)], np.arange(n_clips) % 5)
+        categories = ClipGroups(["speech"], np.zeros(n_clips, int))
         with torch.no_grad():  # warm up the kernels outside the measurement
             sae.encode(torch.zeros(8, D_MODEL))
         base = rss_anon_mb()
@@ -89,7 +90,7 @@ def worker(n_frames: int, n_features: int, k: int) -> dict:
         sampler.start()
         start = time.perf_counter()
         with torch.no_grad():
-            scan = scan_activations(folder, sae, language, 5, category, 1, cfg)
+            scan = scan_activations(folder, sae, languages, categories, cfg)
             examples = _choose_examples(scan, cfg)
             read_windows(folder, sae, examples.feature, examples.clip, examples.start, examples.end, cfg)
         seconds = time.perf_counter() - start

@@ -2,7 +2,7 @@
 
 Target (DESIGN.md): p50 <= 30 ms and p99 <= 150 ms for random /features/{id} pages at 32 concurrent clients
 on 2 cores, with an atlas of >= 16k features, and zero errors. The atlas is synthetic but written through the
-real writer (pipelines/atlas/synthetic.py), so the server reads exactly the real schema.
+real build code (tests/fixtures/synthetic_atlas.py), so the server reads exactly the real schema.
 
 Two runs of `whisper-atlas serve`, each loaded by wrk (Debian `wrk`, installed by `scripts/install.sh --dev`)
 with `--clients` closed-loop connections (send, wait, send the next) hitting uniformly random feature ids.
@@ -34,6 +34,7 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run as a script: `tests.fixtures` (not installed) imports from the checkout
 
 
 def free_port() -> int:
@@ -165,7 +166,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="atlas-bench-") as tmp:
         atlas = args.atlas
         if atlas is None:
-            from pipelines.atlas.synthetic import write_synthetic_atlas
+            from tests.fixtures.synthetic_atlas import write_synthetic_atlas
 
             atlas = Path(tmp) / "atlas.duckdb"
             t0 = time.perf_counter()

@@ -19,6 +19,8 @@ from typing import Iterator, Literal
 
 import numpy as np
 
+from pipelines.errors import missing_stage
+
 META_NAME = "meta.json"
 
 
@@ -80,7 +82,7 @@ def iter_shards(folder: Path, mmap: bool = True) -> Iterator[tuple[np.ndarray, n
     """Yield (acts_ND float16, index_N2 int32) per shard, memory-mapped by default."""
     meta = read_meta(folder)
     if meta is None:
-        raise FileNotFoundError(f"no activations in {folder}: run `whisper-atlas extract` first")
+        raise missing_stage("activations", folder, "extract")
     mode: Literal["r"] | None = "r" if mmap else None
     for shard in meta.shards:
         acts = np.load(folder / f"{shard.name}.npy", mmap_mode=mode)

@@ -30,22 +30,14 @@ import torch
 
 from pipelines.activations import ActivationsMeta, append_shard, read_meta
 from pipelines.audio import decode_audio
+from pipelines.constants import SAMPLE_RATE, SAMPLES_PER_FRAME, WINDOW_SAMPLES
 from pipelines.corpus.manifest import MANIFEST_NAME, Clip, read_manifest
-from pipelines.errors import AtlasError, MissingStageError
-from pipelines.model.encoder import (
-    FRAMES_PER_WINDOW,
-    SAMPLES_PER_FRAME,
-    check_layer,
-    encode,
-    features_for,
-    real_frames,
-)
+from pipelines.errors import AtlasError, missing_stage
+from pipelines.model.encoder import check_layer, encode, features_for, real_frames
 from pipelines.model.loader import WhisperBundle
 from pipelines.model.packing import PackConfig, block_features, build_batch, packed_layout, plan_windows
 from pipelines.paths import RunPaths
 from pipelines.stages import fingerprint
-
-WINDOW_SAMPLES = FRAMES_PER_WINDOW * SAMPLES_PER_FRAME
 
 SHARD_FRAMES = 16384
 """Frames per shard (~16 MB of float16 at d_model 512): the unit of resumption and of progress."""
@@ -159,7 +151,7 @@ def _chunks(rows: list[int], clips: list[Clip], frames: int) -> list[list[int]]:
             chunks.append([])
             total = 0
         chunks[-1].append(row)
-        total += int(clips[row].duration * 16000 / SAMPLES_PER_FRAME) + 1
+        total += int(clips[row].duration * SAMPLE_RATE / SAMPLES_PER_FRAME) + 1
     return [c for c in chunks if c]
 
 
@@ -182,16 +174,13 @@ def extract(
     if batch_size < 1:
         raise AtlasError(f"batch size must be at least 1, got {batch_size}")
     if not (corpus / MANIFEST_NAME).is_file():
-        raise MissingStageError(f"no corpus manifest in {corpus}: run `whisper-atlas corpus build` first")
+        raise missing_stage("corpus manifest", corpus, "corpus build")
     layer = bundle.n_layers if layer is None else layer
     try:
         check_layer(bundle, layer)
     except ValueError as exc:
         raise AtlasError(str(exc)) from exc
-    try:
-        config = PackConfig(context_frames=context_frames) if pack else None
-    except ValueError as exc:
-        raise AtlasError(f"pack context: {exc}") from exc
+    config = PackConfig(context_frames=context_frames) if pack else None
     clips = read_manifest(corpus)
     fresh = ActivationsMeta(
         model=bundle.name,
@@ -217,32 +206,41 @@ def extract(
     started = time.perf_counter()
     finished = report.clips_skipped
     for chunk in _chunks(todo, clips, shard_frames):
-        pieces: list[_Piece] = []
-        for row in chunk:
-            try:
-                pieces += _pieces(row, decode_audio(corpus / clips[row].path))
-            except AtlasError as exc:
-                report.failed.append(f"{clips[row].id}: {exc}")
-        pieces = [p for p in pieces if p.n_real > 0]
+        pieces = _decode_chunk(corpus, clips, chunk, report)
         if pieces:
             with torch.inference_mode():
                 if config is not None:
                     acts, windows = _encode_packed(bundle, pieces, layer, batch_size, config)
                 else:
                     acts, windows = _encode_solo(bundle, pieces, layer, batch_size)
-            acts_ND = torch.cat(acts).numpy()
-            index_N2 = np.concatenate(
-                [
-                    np.stack([np.full(p.n_real, p.row), p.first_frame + np.arange(p.n_real)], axis=1)
-                    for p in pieces
-                ]
-            )
-            append_shard(run.activations, meta, acts_ND, index_N2)
-            report.frames += len(index_N2)
+            _append(run.activations, meta, pieces, acts, report)
             report.windows += windows
-            report.clips_done += len({p.row for p in pieces})
         finished += len(chunk)
         if on_progress is not None:
             on_progress(finished, len(clips))
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _decode_chunk(corpus: Path, clips: list[Clip], chunk: list[int], report: ExtractReport) -> list[_Piece]:
+    """The non-empty pieces of the chunk's clips; clips that fail to decode are listed in `report.failed`."""
+    pieces: list[_Piece] = []
+    for row in chunk:
+        try:
+            pieces += _pieces(row, decode_audio(corpus / clips[row].path))
+        except AtlasError as exc:
+            report.failed.append(f"{clips[row].id}: {exc}")
+    return [p for p in pieces if p.n_real > 0]
+
+
+def _append(
+    folder: Path, meta: ActivationsMeta, pieces: list[_Piece], acts: list, report: ExtractReport
+) -> None:
+    """Write the pieces' activations as one shard, each frame indexed by (clip row, frame in the clip)."""
+    acts_ND = torch.cat(acts).numpy()
+    index_N2 = np.concatenate(
+        [np.stack([np.full(p.n_real, p.row), p.first_frame + np.arange(p.n_real)], axis=1) for p in pieces]
+    )
+    append_shard(folder, meta, acts_ND, index_N2)
+    report.frames += len(index_N2)
+    report.clips_done += len({p.row for p in pieces})

@@ -21,6 +21,9 @@ from pathlib import Path
 DEFAULT_DATA_DIR = Path(os.environ.get("WHISPER_ATLAS_DATA", Path(__file__).resolve().parent.parent / "data"))
 DEFAULT_RUN = "default"
 DEFAULT_CORPUS = "default"
+DEFAULT_HOST = "127.0.0.1"
+"""Where the server listens by default (loopback: the server is a local research tool)."""
+DEFAULT_PORT = 8000
 
 
 def data_dir() -> Path:

@@ -11,7 +11,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, Response
 
-from backend.deps import AtlasDep, ClipId, FeatureFilters, FeatureId, Seconds, SettingsDep
+from backend.deps import AtlasDep, ClipId, FeatureFilters, FeatureId, ProviderDep, Seconds, SettingsDep
 from backend.errors import AtlasUnavailableError
 from backend.schemas import AtlasOverview, ClipDetail, ErrorDetail, FeatureDetail, FeaturePage, Health
 from backend.services import audio, spectrogram
@@ -38,18 +38,18 @@ def cache_headers(request: Request, version: str) -> dict[str, str]:
 
 
 @health_router.get("/healthz", response_model=Health)
-def healthz(request: Request, settings: SettingsDep) -> Health:
+def healthz(provider: ProviderDep, settings: SettingsDep) -> Health:
     """Liveness, and whether an atlas is loaded (if not, the command that builds one)."""
     try:
-        service = request.app.state.atlas.current()
+        service = provider.current()
     except AtlasUnavailableError as exc:
         return Health(status="no_atlas", atlas=str(settings.atlas_path), detail=str(exc))
-    background = service.background
+    background = provider.prerenderer
     return Health(
         status="ok",
         atlas=str(settings.atlas_path),
         version=service.version,
-        pages_cached=len(service.pages),
+        pages_cached=len(provider.pages),
         prerendering=background is not None and not background.done.is_set(),
     )
 
@@ -90,6 +90,7 @@ def get_clip(atlas: AtlasDep, clip_id: ClipId) -> ClipDetail:
 def get_clip_audio(
     request: Request,
     atlas: AtlasDep,
+    provider: ProviderDep,
     settings: SettingsDep,
     clip_id: ClipId,
     start: Seconds = None,
@@ -103,8 +104,8 @@ def get_clip_audio(
             path, media_type="audio/flac", filename=f"clip-{clip_id}.flac", content_disposition_type="inline"
         )
     a, b = audio.check_window(start, end, clip.duration, settings.max_audio_window_s)
-    key = ("wav", clip_id, round(a, 3), round(b, 3))
-    body = atlas.media.get_or_make(key, lambda: audio.wav_window(path, a, b, clip_id))
+    key = ("wav", atlas.version, clip_id, round(a, 3), round(b, 3))
+    body = provider.media.get_or_make(key, lambda: audio.wav_window(path, a, b, clip_id))
     return Response(body, media_type="audio/wav", headers=cache_headers(request, atlas.version))
 
 
@@ -114,7 +115,12 @@ def get_clip_audio(
     responses={200: {"content": {"image/png": {}}, "description": "The log-mel spectrogram (viridis)"}},
 )
 def get_clip_spectrogram(
-    request: Request, atlas: AtlasDep, clip_id: ClipId, start: Seconds = None, end: Seconds = None
+    request: Request,
+    atlas: AtlasDep,
+    provider: ProviderDep,
+    clip_id: ClipId,
+    start: Seconds = None,
+    end: Seconds = None,
 ) -> Response:
     """Whisper's 80-bin log-mel of the clip (or of [start, end) seconds): 10 ms per pixel column."""
 
@@ -123,5 +129,5 @@ def get_clip_spectrogram(
         a, b = spectrogram.mel_window(mel.mel_MT.shape[1], start, end)
         return spectrogram.render_png(mel.mel_MT[:, a:b])
 
-    body = atlas.media.get_or_make(("png", clip_id, start, end), render)
+    body = provider.media.get_or_make(("png", atlas.version, clip_id, start, end), render)
     return Response(body, media_type="image/png", headers=cache_headers(request, atlas.version))

@@ -7,26 +7,18 @@ status code (live.js lets htmx swap them in).
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Awaitable, Callable
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
-from backend.routes.api_live import CLIENT_CLOSED, LiveFailure, analyze_job, run_live, steer_job
-from backend.routes.pages import SECURITY_HEADERS
+from backend.deps import SettingsDep
+from backend.html import LIVE_HEADERS, render
 from backend.services.inference import ClientGone
-from backend.services.uploads import UploadLimits
+from backend.services.live_jobs import CLIENT_CLOSED, LiveFailure, LiveJob, analyze_job, run_live, steer_job
 from pipelines.errors import AtlasError
 
 router = APIRouter(include_in_schema=False)
-
-LIVE_HEADERS = {
-    **SECURITY_HEADERS,
-    # a recording is previewed from a blob: URL before it is uploaded
-    "Content-Security-Policy": SECURITY_HEADERS["Content-Security-Policy"].replace(
-        "media-src 'self'", "media-src 'self' blob:"
-    ),
-}
 
 PRESETS = [
     {
@@ -63,21 +55,21 @@ def render_live(
     headers: dict[str, str] | None = None,
     **context: Any,
 ) -> Response:
-    return request.app.state.templates.TemplateResponse(
-        request, template, context, status_code=status_code, headers={**LIVE_HEADERS, **(headers or {})}
-    )
+    return render(request, template, status_code, {**LIVE_HEADERS, **(headers or {})}, **context)
 
 
 def _labels(request: Request) -> dict[int, str]:
     try:
         return request.app.state.atlas.current().labels
-    except (AtlasError, AttributeError):
+    except AtlasError:
         return {}
 
 
 @router.get("/live", response_class=HTMLResponse)
-def live_page(request: Request, feature: Annotated[int | None, Query(ge=0, le=2**31 - 1)] = None) -> Response:
-    limits = getattr(request.app.state, "upload_limits", None) or UploadLimits()
+def live_page(
+    request: Request, settings: SettingsDep, feature: Annotated[int | None, Query(ge=0, le=2**31 - 1)] = None
+) -> Response:
+    limits = settings.uploads
     prefill = (
         []
         if feature is None
@@ -91,14 +83,14 @@ def live_page(request: Request, feature: Annotated[int | None, Query(ge=0, le=2*
         prefill=prefill,
         max_seconds=limits.max_seconds,
         max_mb=limits.max_bytes // 2**20,
-        live_enabled=getattr(request.app.state, "inference", None) is not None,
+        live_enabled=request.app.state.inference is not None,
     )
 
 
-async def _partial(request: Request, template: str, job: Callable[..., Awaitable[Any]]) -> Response:
+async def _partial(request: Request, template: str, job: LiveJob) -> Response:
     """Run a live job and render its partial, or the error partial with the failure's status."""
     try:
-        result = await run_live(request, lambda service, upload: job(service, request, upload))
+        result = await run_live(request, job)
     except LiveFailure as failure:
         return render_live(
             request, "live/_error.html", failure.status_code, detail=failure.detail, headers=failure.headers

@@ -58,6 +58,11 @@ class SizedLRU(Generic[V]):
             self._producing.pop(key, None)
         return value
 
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+            self._bytes = 0
+
     def __len__(self) -> int:
         return len(self._items)
 

@@ -13,12 +13,12 @@ from __future__ import annotations
 import asyncio
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, TypeVar
 
 from starlette.requests import Request
 
+from backend.settings import InferenceSettings
 from pipelines.errors import AtlasError
 from pipelines.paths import RunPaths
 
@@ -42,24 +42,6 @@ class InferenceTimeout(AtlasError):
 
 class ClientGone(Exception):
     """The client disconnected before its turn: nothing to answer."""
-
-
-@dataclass(frozen=True)
-class InferenceSettings:
-    """Limits of the live inference worker."""
-
-    max_waiting: int = 4
-    """Requests that may wait behind the running one; more are refused with 503."""
-    timeout_s: float = 60.0
-    """Longest a request waits for its result (queueing + running) before a 504."""
-    retry_after_s: int = 5
-    """Retry-After sent with a 503."""
-    max_new_tokens: int = 96
-    """Cap on decoded tokens per transcript, whatever the request asks."""
-
-    def __post_init__(self) -> None:
-        if self.max_waiting < 0 or self.timeout_s <= 0 or self.retry_after_s < 0 or self.max_new_tokens < 1:
-            raise ValueError("inference limits must be positive")
 
 
 class InferenceService:

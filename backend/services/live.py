@@ -10,18 +10,17 @@ pass (pipelines.steering) plus a word diff. Both run on the worker thread (backe
 from __future__ import annotations
 
 import base64
-import io
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from PIL import Image
 
+from backend.services.spectrogram import palette_png
 from backend.services.uploads import Upload
+from pipelines.constants import FRAME_SECONDS
 
 if TYPE_CHECKING:
     from pipelines.steering import SteeringResources, SteeringSpec
 
-FRAME_SECONDS = 0.02
 FEATURES_PER_FRAME = 5
 TIMELINE_FEATURES = 16
 """Rows of the timeline heatmap: the features with the most activation over the clip."""
@@ -91,19 +90,6 @@ def timeline(latents_TF: Any, labels: dict[int, str], n: int = TIMELINE_FEATURES
     }
 
 
-def _palette() -> list[int]:
-    """A perceptually ordered dark-blue -> magenta -> yellow ramp (magma-like), as a 256-entry PIL palette."""
-    stops = np.array(
-        [[0, 0, 4], [59, 15, 112], [140, 41, 129], [222, 73, 104], [254, 159, 109], [252, 253, 191]]
-    )
-    x = np.linspace(0, len(stops) - 1, 256)
-    lut = np.stack([np.interp(x, np.arange(len(stops)), stops[:, c]) for c in range(3)], axis=1)
-    return lut.round().astype(np.uint8).reshape(-1).tolist()
-
-
-PALETTE = _palette()
-
-
 def heatmap_data_uri(acts_KT: np.ndarray, row_height: int = 12) -> str:
     """Feature x frame activations as a PNG data URI, each row scaled to its own maximum."""
     peak_K1 = acts_KT.max(axis=1, keepdims=True) if acts_KT.size else np.ones((0, 1))
@@ -112,14 +98,10 @@ def heatmap_data_uri(acts_KT: np.ndarray, row_height: int = 12) -> str:
 
 
 def _png_data_uri(scaled: np.ndarray, width: int, height: int) -> str:
-    """0..1 values as a palette PNG of the given size (nearest-neighbour scaling), as a data URI."""
+    """0..1 values as a PNG data URI of the given size, in the spectrogram endpoint's palette."""
     pixels = (np.clip(scaled, 0, 1) * 255).astype(np.uint8) if scaled.size else np.zeros((1, 1), np.uint8)
-    image = Image.fromarray(pixels)  # "L"; putpalette makes it "P"
-    image.putpalette(PALETTE)
-    image = image.resize((width, height), Image.Resampling.NEAREST)
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    png = palette_png(pixels, (width, height))
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
 def spectrogram_data_uri(mel_MT: np.ndarray, height: int = SPECTROGRAM_HEIGHT) -> str:

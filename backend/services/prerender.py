@@ -14,7 +14,7 @@ import threading
 import time
 from typing import Callable, Hashable
 
-from backend.services.atlas import AtlasService
+from backend.services.cache import SizedLRU
 
 log = logging.getLogger("whisper_atlas.server")
 
@@ -23,36 +23,38 @@ FULL = 0.95
 
 
 class Prerenderer:
-    """Renders `key(i) -> render(i)` into `service.pages` for every feature id, in the background."""
+    """Renders `render(i)` into `pages[key(i)]` for every feature id, in the background."""
 
     def __init__(
         self,
-        service: AtlasService,
+        feature_ids: list[int],
         key: Callable[[int], Hashable],
         render: Callable[[int], bytes],
+        pages: SizedLRU[bytes],
         keep_going: Callable[[], bool],
         share: float,
+        name: str = "prerender",
     ) -> None:
         if not 0 < share <= 1:
             raise ValueError(f"share must be in (0, 1], got {share}")
-        self.service = service
+        self.feature_ids = feature_ids
         self.key = key
         self.render = render
+        self.pages = pages
         self.keep_going = keep_going
         self.share = share
         self.rendered = 0
         self.done = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"prerender-{service.version}", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def start(self) -> "Prerenderer":
         self._thread.start()
         return self
 
     def _run(self) -> None:
-        started = time.perf_counter()
-        pages = self.service.pages
+        pages = self.pages
         try:
-            for feature_id in self.service.feature_ids.tolist():
+            for feature_id in self.feature_ids:
                 if not self.keep_going() or pages.nbytes > FULL * pages.max_bytes:
                     break
                 key = self.key(feature_id)
@@ -67,9 +69,3 @@ class Prerenderer:
             log.exception("pre-rendering stopped")
         finally:
             self.done.set()
-            log.info(
-                "pre-rendered %d feature pages in %.1f s (atlas %s)",
-                self.rendered,
-                time.perf_counter() - started,
-                self.service.version,
-            )

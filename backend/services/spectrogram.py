@@ -1,8 +1,9 @@
 """Whisper's log-mel spectrogram as a PNG, and the activation overlay drawn over it in the page.
 
 Browser audio widgets (wavesurfer.js) compute their own FFT, so they cannot show the 80-bin log-mel Whisper
-actually reads: it is rendered here from the atlas's uint8 copy with Pillow and a palette (no matplotlib:
-~7 ms instead of ~26 ms for 80x500 px, see facts/anchors.md). The image stays feature-independent (and
+actually reads: it is rendered here from the atlas's uint8 copy with Pillow and one palette (a palette image,
+no matplotlib: a few ms for 80x500 px). `palette_png` is the one PNG renderer of the server: the live
+upload view draws its spectrogram and timeline heatmap with it too. The image stays feature-independent (and
 cacheable per clip window); each feature's per-frame activation is an SVG path laid over it in the page.
 """
 
@@ -15,11 +16,8 @@ import numpy as np
 from PIL import Image
 
 from backend.errors import InvalidRequestError
+from pipelines.constants import FRAMES_PER_WINDOW, MEL_FRAME_SECONDS
 
-MEL_FRAME_SECONDS = 0.01
-"""Whisper's log-mel hop: 10 ms, two mel frames per encoder frame."""
-FRAMES_PER_WINDOW = 1500
-"""Encoder frames in one 30 s Whisper window: the longest stretch an overlay spans."""
 OVERLAY_HEIGHT = 100
 """Height of the overlay's SVG box (the page stretches it over the spectrogram)."""
 
@@ -62,13 +60,21 @@ def mel_window(n_mel_frames: int, start: float | None, end: float | None) -> tup
     return a, b
 
 
-def render_png(mel_MT: np.ndarray) -> bytes:
-    """PNG of a uint8 log-mel (n_mels, n_frames): low frequencies at the bottom, a pixel per bin and frame."""
-    image = Image.fromarray(np.ascontiguousarray(mel_MT[::-1]), mode="L").convert("P")
+def palette_png(pixels_HW: np.ndarray, size: tuple[int, int] | None = None) -> bytes:
+    """PNG of uint8 palette indices (row 0 at the top) in `PALETTE`, scaled to `size` (width, height) by
+    nearest neighbour when given."""
+    image = Image.fromarray(np.ascontiguousarray(pixels_HW, dtype=np.uint8), mode="L").convert("P")
     image.putpalette(PALETTE)
+    if size is not None:
+        image = image.resize(size, Image.Resampling.NEAREST)
     out = io.BytesIO()
     image.save(out, format="PNG", compress_level=3)
     return out.getvalue()
+
+
+def render_png(mel_MT: np.ndarray) -> bytes:
+    """PNG of a uint8 log-mel (n_mels, n_frames): low frequencies at the bottom, a pixel per bin and frame."""
+    return palette_png(mel_MT[::-1])
 
 
 _X = [str(2 * i + 1) for i in range(FRAMES_PER_WINDOW + 1)]

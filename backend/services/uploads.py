@@ -21,6 +21,7 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 
+from backend.settings import UploadLimits
 from pipelines.audio import SAMPLE_RATE, decode_audio
 from pipelines.errors import AtlasError, AudioDecodeError
 
@@ -33,24 +34,6 @@ class UploadError(AtlasError):
     def __init__(self, status_code: int, message: str):
         super().__init__(message)
         self.status_code = status_code
-
-
-@dataclass(frozen=True)
-class UploadLimits:
-    """What an upload may be."""
-
-    max_bytes: int = 20 * 1024 * 1024
-    """Largest accepted request body; reading stops as soon as it is passed (413)."""
-    max_seconds: float = 30.0
-    """Longer clips are cut to their first `max_seconds` (one Whisper window) and flagged `truncated`."""
-    min_seconds: float = 0.1
-    """Shorter clips are refused: Whisper cannot say anything about 5 encoder frames."""
-    silence_peak: float = 1e-4
-    """A clip whose peak |sample| stays below this (-80 dBFS) is silent and refused."""
-
-    def __post_init__(self) -> None:
-        if self.max_bytes <= 0 or self.max_seconds <= 0 or not 0 <= self.min_seconds < self.max_seconds:
-            raise ValueError("upload limits must be positive, with min_seconds < max_seconds")
 
 
 @dataclass

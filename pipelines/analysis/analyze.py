@@ -6,8 +6,9 @@ Steps (progress shown with rich):
 2. the chosen examples' windows, re-encoded from only the clips that hold them (`scan.read_windows`);
 3. decoder-cosine neighbours and Jaccard co-active partners;
 4. per clip: uint8 log-mel and Whisper's word-aligned transcript, with the language effects accumulated
-   from the final encoder states of a dozen speech clips per language (`clips`, `effects`);
-5. automatic labels (`labels`).
+   from the final encoder states of a few speech clips per language (`clips`, `effects`);
+5. automatic labels from the language/category totals and the words under the top examples (`labels`).
+Frames are counted per language and per category of their clip (`groups`).
 The result is saved under `data/runs/<run>/analysis/` for `build`.
 """
 
@@ -17,30 +18,33 @@ import time
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from pipelines.activations import read_meta
+from pipelines.activations import ActivationsMeta, read_meta
 from pipelines.analysis.clips import describe_clips
 from pipelines.analysis.config import AnalysisConfig
-from pipelines.analysis.effects import LanguageEffects
-from pipelines.analysis.labels import auto_labels, top_example_words
+from pipelines.analysis.effects import LanguageEffectEstimate
+from pipelines.analysis.groups import corpus_groups
+from pipelines.analysis.labels import ExampleWords, auto_labels, top_example_words
 from pipelines.analysis.result import (
     KIND_QUANTILE,
     KIND_TOP,
     AnalysisMeta,
     AnalysisResult,
+    ClipTable,
+    ClipText,
     ExampleTable,
     FeatureTable,
     load_clip_text,
 )
 from pipelines.analysis.scan import LatentEncoder, ScanResult, read_windows, scan_activations, window_bounds
 from pipelines.analysis.streaming import decoder_neighbours, quantile_examples, rank_in_group
-from pipelines.corpus.manifest import CATEGORIES, SPEECH, Clip, read_manifest
-from pipelines.errors import AtlasError, MissingStageError
+from pipelines.corpus.manifest import SPEECH, Clip, read_manifest
+from pipelines.errors import AtlasError, missing_stage
 from pipelines.model.loader import WhisperBundle
 from pipelines.model.transcribe import LANGUAGES
 from pipelines.paths import RunPaths
@@ -56,8 +60,43 @@ def analyze(
     """Analyse every feature of `sae` over the run's activation shards and `corpus`; save and return it."""
     meta = read_meta(run.activations)
     if meta is None or not meta.shards:
-        raise MissingStageError(f"no activations in {run.activations}: run `whisper-atlas extract` first")
-    n_features, d_in = sae.W_dec.shape
+        raise missing_stage("activations", run.activations, "extract")
+    clips = _checked_clips(meta, sae, bundle, corpus)
+    languages, categories = corpus_groups(clips)
+    with _progress() as progress, torch.no_grad():
+        steps = _Steps(progress)
+        with steps.timed("scan"):
+            advance = steps.bar("encode every frame", meta.n_frames)
+            scan = scan_activations(run.activations, sae, languages, categories, cfg, advance)
+        with steps.timed("windows"):
+            examples = _examples_with_windows(run, sae, scan, cfg, steps)
+        with steps.timed("neighbours"):
+            neighbours = decoder_neighbours(sae.W_dec, cfg.n_neighbours)
+            coactive = scan.coactive.jaccard(scan.fire_count, cfg.n_neighbours)
+        effects, notes = _language_effects(meta, bundle, sae, languages.names, cfg)
+        with steps.timed("clips"):
+            clip_table, clip_text = _describe_clips(run, corpus, bundle, clips, scan, effects, cfg, steps)
+
+    words = _top_example_words(examples, clip_text, len(scan.fire_count))
+    labels, label_score = auto_labels(scan.fire_count, scan.categories, scan.languages, words)
+    result = AnalysisResult(
+        meta=_meta(meta, bundle, cfg, scan, effects, notes, steps.timings),
+        features=_feature_table(scan, neighbours, coactive, effects, label_score),
+        examples=examples,
+        clips=clip_table,
+        clip_text=clip_text,
+        labels=labels,
+        top_words=words.words,
+    )
+    result.save(run.analysis)
+    return result
+
+
+def _checked_clips(
+    meta: ActivationsMeta, sae: LatentEncoder, bundle: WhisperBundle, corpus: Path
+) -> list[Clip]:
+    """The corpus's clips, once the SAE, the model and the corpus are known to fit the activations."""
+    d_in = sae.W_dec.shape[1]
     if d_in != meta.d_model:
         raise AnalysisInputError(
             f"the SAE reads {d_in}-wide activations but the shards hold {meta.d_model}: retrain it on them"
@@ -72,143 +111,19 @@ def analyze(
         raise AnalysisInputError(
             f"the activations reference clip rows beyond the {len(clips)} clips of {corpus}: re-run extract"
         )
-    languages = sorted({c.language for c in clips if c.category == SPEECH and c.language})
-    categories = list(CATEGORIES) + sorted({c.category for c in clips} - set(CATEGORIES))
-    clip_language = np.array(
-        [languages.index(c.language) if c.category == SPEECH and c.language else -1 for c in clips]
-    )
-    clip_category = np.array([categories.index(c.category) for c in clips])
-    timings: dict[str, float] = {}
-    notes: list[str] = []
+    return clips
 
-    with _progress() as progress, torch.no_grad():
-        with _timed(timings, "scan"):
-            task = progress.add_task("encode every frame", total=meta.n_frames)
-            scan = scan_activations(
-                run.activations,
-                sae,
-                clip_language,
-                len(languages),
-                clip_category,
-                len(categories),
-                cfg,
-                advance=lambda n: progress.advance(task, n),
-            )
-        with _timed(timings, "windows"):
-            examples = _choose_examples(scan, cfg)
-            task = progress.add_task("example windows", total=len(np.unique(examples.clip)))
-            examples.acts = read_windows(
-                run.activations,
-                sae,
-                examples.feature,
-                examples.clip,
-                examples.start,
-                examples.end,
-                cfg,
-                advance=lambda n: progress.advance(task, n),
-            )
 
-        with _timed(timings, "neighbours"):
-            neighbours, neighbour_cos = decoder_neighbours(sae.W_dec, cfg.n_neighbours)
-            coactive, coactive_score = scan.coactive.jaccard(scan.fire_count, cfg.n_neighbours)
-
-        rows = [int(r) for r in np.flatnonzero(scan.clip_frames)]
-        effect_languages = [
-            lang for lang in dict.fromkeys(languages + list(cfg.effect_languages)) if lang in LANGUAGES
-        ]
-        effects: LanguageEffects | None = None
-        effect_rows: set[int] = set()
-        if meta.layer != bundle.n_layers:
-            notes.append(
-                f"language effects skipped: the SAE reads layer {meta.layer}, not the final encoder output "
-                f"(layer {bundle.n_layers}) that the language logits read"
-            )
-        elif cfg.effect_clips_per_language == 0:
-            notes.append("language effects skipped: effect_clips_per_language is 0")
-        else:
-            effects = LanguageEffects(bundle, sae, effect_languages)
-            effect_rows = _effect_rows(clips, rows, cfg.effect_clips_per_language)
-
-        with _timed(timings, "clips"):
-            task = progress.add_task("mels, transcripts, effects", total=len(rows))
-            clip_table, clip_text = describe_clips(
-                bundle,
-                corpus,
-                clips,
-                rows,
-                load_clip_text(run.analysis, bundle.name),
-                effect_rows,
-                lambda _rows, hidden, frames: effects.add(hidden, frames) if effects else None,
-                cfg.max_new_tokens,
-                advance=lambda n: progress.advance(task, n),
-            )
-            clip_table.n_frames = scan.clip_frames
-
-    is_top = examples.kind == KIND_TOP
-    top_words, word_support = top_example_words(
-        examples.feature[is_top],
-        examples.clip[is_top],
-        examples.peak[is_top],
-        [t.words for t in clip_text],
-        n_features,
+def _examples_with_windows(
+    run: RunPaths, sae: LatentEncoder, scan: ScanResult, cfg: AnalysisConfig, steps: _Steps
+) -> ExampleTable:
+    """The chosen examples, with their windows re-encoded from only the clips that hold them."""
+    examples = _choose_examples(scan, cfg)
+    advance = steps.bar("example windows", len(np.unique(examples.clip)))
+    examples.acts = read_windows(
+        run.activations, sae, examples.feature, examples.clip, examples.start, examples.end, cfg, advance
     )
-    labels, label_score = auto_labels(
-        scan.fire_count,
-        scan.cat_mass,
-        scan.cat_fires,
-        scan.cat_frames,
-        categories,
-        scan.lang_mass,
-        scan.lang_fires,
-        scan.lang_frames,
-        languages,
-        top_words,
-        word_support,
-    )
-    features = FeatureTable(
-        fire_count=scan.fire_count,
-        act_sum=scan.act_sum,
-        max_act=scan.max_act,
-        hist_counts=scan.hist_counts,
-        lang_mass=scan.lang_mass,
-        lang_fires=scan.lang_fires,
-        cat_mass=scan.cat_mass,
-        cat_fires=scan.cat_fires,
-        neighbours=neighbours,
-        neighbour_cos=neighbour_cos,
-        coactive=coactive,
-        coactive_score=coactive_score,
-        effects=effects.mean() if effects else np.zeros((n_features, 0), np.float32),
-        label_score=label_score,
-    )
-    result = AnalysisResult(
-        meta=AnalysisMeta(
-            model=meta.model,
-            transcriber=bundle.name,
-            layer=meta.layer,
-            corpus=meta.corpus,
-            n_frames=scan.n_frames,
-            n_features=n_features,
-            languages=languages,
-            lang_frames=scan.lang_frames.tolist(),
-            categories=categories,
-            cat_frames=scan.cat_frames.tolist(),
-            grid_edges=cfg.grid_edges().tolist(),
-            effect_languages=effect_languages if effects else [],
-            effect_clips=effects.n_clips if effects else 0,
-            config=asdict(cfg),
-            notes=notes,
-            timings=timings,
-        ),
-        features=features,
-        examples=examples,
-        clips=clip_table,
-        clip_text=clip_text,
-        labels=labels,
-        top_words=top_words,
-    )
-    result.save(run.analysis)
-    return result
+    return examples
 
 
 def _choose_examples(scan: ScanResult, cfg: AnalysisConfig) -> ExampleTable:
@@ -252,6 +167,54 @@ def _choose_examples(scan: ScanResult, cfg: AnalysisConfig) -> ExampleTable:
     )
 
 
+def _language_effects(
+    meta: ActivationsMeta,
+    bundle: WhisperBundle,
+    sae: LatentEncoder,
+    languages: list[str],
+    cfg: AnalysisConfig,
+) -> tuple[LanguageEffectEstimate | None, list[str]]:
+    """An empty estimate over the corpus's and the configured languages Whisper knows, or None and a note
+    saying why: the SAE does not read the final encoder output, or no clips are asked for."""
+    if meta.layer != bundle.n_layers:
+        return None, [
+            f"language effects skipped: the SAE reads layer {meta.layer}, not the final encoder output "
+            f"(layer {bundle.n_layers}) that the language logits read"
+        ]
+    if cfg.effect_clips_per_language == 0:
+        return None, ["language effects skipped: effect_clips_per_language is 0"]
+    wanted = dict.fromkeys(languages + list(cfg.effect_languages))
+    return LanguageEffectEstimate(bundle, sae, [lang for lang in wanted if lang in LANGUAGES]), []
+
+
+def _describe_clips(
+    run: RunPaths,
+    corpus: Path,
+    bundle: WhisperBundle,
+    clips: list[Clip],
+    scan: ScanResult,
+    effects: LanguageEffectEstimate | None,
+    cfg: AnalysisConfig,
+    steps: _Steps,
+) -> tuple[ClipTable, list[ClipText]]:
+    """Mels and transcripts of the extracted clips; a few speech clips per language feed `effects`."""
+    rows = [int(r) for r in np.flatnonzero(scan.clip_frames)]
+    effect_rows = _effect_rows(clips, rows, cfg.effect_clips_per_language) if effects else set()
+    table, text = describe_clips(
+        bundle,
+        corpus,
+        clips,
+        rows,
+        load_clip_text(run.analysis, bundle.name),
+        effect_rows,
+        lambda _rows, hidden, frames: effects.add(hidden, frames) if effects else None,
+        cfg.max_new_tokens,
+        advance=steps.bar("mels, transcripts, effects", len(rows)),
+    )
+    table.n_frames = scan.clip_frames
+    return table, text
+
+
 def _effect_rows(clips: list[Clip], rows: list[int], per_language: int) -> set[int]:
     """The first `per_language` extracted speech clips of each language Whisper knows, in manifest order."""
     chosen: dict[str, list[int]] = {}
@@ -264,11 +227,86 @@ def _effect_rows(clips: list[Clip], rows: list[int], per_language: int) -> set[i
     return {r for group in chosen.values() for r in group}
 
 
-@contextmanager
-def _timed(timings: dict[str, float], name: str) -> Iterator[None]:
-    start = time.perf_counter()
-    yield
-    timings[name] = round(time.perf_counter() - start, 3)
+def _top_example_words(examples: ExampleTable, clip_text: list[ClipText], n_features: int) -> ExampleWords:
+    is_top = examples.kind == KIND_TOP
+    clip_words = [t.words for t in clip_text]
+    return top_example_words(
+        examples.feature[is_top], examples.clip[is_top], examples.peak[is_top], clip_words, n_features
+    )
+
+
+def _feature_table(
+    scan: ScanResult,
+    neighbours: tuple[np.ndarray, np.ndarray],
+    coactive: tuple[np.ndarray, np.ndarray],
+    effects: LanguageEffectEstimate | None,
+    label_score: np.ndarray,
+) -> FeatureTable:
+    n_features = len(scan.fire_count)
+    return FeatureTable(
+        fire_count=scan.fire_count,
+        act_sum=scan.act_sum,
+        max_act=scan.max_act,
+        hist_counts=scan.hist_counts,
+        lang_mass=scan.languages.mass_FK,
+        lang_fires=scan.languages.fires_FK,
+        cat_mass=scan.categories.mass_FK,
+        cat_fires=scan.categories.fires_FK,
+        neighbours=neighbours[0],
+        neighbour_cos=neighbours[1],
+        coactive=coactive[0],
+        coactive_score=coactive[1],
+        effects=effects.mean() if effects else np.zeros((n_features, 0), np.float32),
+        label_score=label_score,
+    )
+
+
+def _meta(
+    acts: ActivationsMeta,
+    bundle: WhisperBundle,
+    cfg: AnalysisConfig,
+    scan: ScanResult,
+    effects: LanguageEffectEstimate | None,
+    notes: list[str],
+    timings: dict[str, float],
+) -> AnalysisMeta:
+    return AnalysisMeta(
+        model=acts.model,
+        transcriber=bundle.name,
+        layer=acts.layer,
+        corpus=acts.corpus,
+        n_frames=scan.n_frames,
+        n_features=len(scan.fire_count),
+        languages=scan.languages.names,
+        lang_frames=scan.languages.frames_K.tolist(),
+        categories=scan.categories.names,
+        cat_frames=scan.categories.frames_K.tolist(),
+        grid_edges=cfg.grid_edges().tolist(),
+        effect_languages=effects.languages if effects else [],
+        effect_clips=effects.n_clips if effects else 0,
+        config=asdict(cfg),
+        notes=notes,
+        timings=timings,
+    )
+
+
+class _Steps:
+    """The pass's named steps: the seconds each took, and a progress bar per step."""
+
+    def __init__(self, progress: Progress):
+        self.progress = progress
+        self.timings: dict[str, float] = {}
+
+    @contextmanager
+    def timed(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        yield
+        self.timings[name] = round(time.perf_counter() - start, 3)
+
+    def bar(self, description: str, total: int) -> Callable[[int], None]:
+        """A new progress bar; the returned function advances it."""
+        task = self.progress.add_task(description, total=total)
+        return lambda n: self.progress.advance(task, n)
 
 
 @contextmanager

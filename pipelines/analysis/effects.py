@@ -6,8 +6,9 @@ contribution a_f,t W_dec[f] is removed from every frame is minus
 
     effect[f, L] = mean over clips c of  sum_t  a_f,t(c) * (W_dec[f] . d log p(L) / d h_t(c))
 
-(attribution patching, Syed et al. 2023; the steering feasibility run found features ranked by this effect
-flip the detected language where language-selective ones do not). Positive: the feature pushes toward L.
+(attribution patching, Syed et al. 2023; the atlas stores it per feature and language, and steering's `sae`
+method, `pipelines.steering`, picks the features with the largest effect). Positive: the feature pushes
+toward L.
 Log-probabilities are used rather than raw logits so effects are centred; differences between two
 languages equal logit differences. Only meaningful when the SAE reads the final encoder output, which the
 decoder attends to; `analyze` skips it (with a note) for other layers.
@@ -42,7 +43,7 @@ def cross_attention_projections(bundle: WhisperBundle) -> list[nn.Linear]:
     ]
 
 
-class LanguageEffects:
+class LanguageEffectEstimate:
     """Accumulates effect[f, L] over clips, fed with batches of final encoder states."""
 
     def __init__(self, bundle: WhisperBundle, sae: LatentEncoder, languages: list[str]):

@@ -23,9 +23,11 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections import Counter
+from typing import NamedTuple
 
 import numpy as np
 
+from pipelines.analysis.groups import GroupTotals
 from pipelines.atlas.schema import FRAME_SECONDS
 from pipelines.corpus.manifest import SPEECH
 
@@ -61,13 +63,22 @@ def rate_shares(mass_FK: np.ndarray, fires_FK: np.ndarray, frames_K: np.ndarray)
     return rate / np.maximum(rate.sum(1, keepdims=True), 1e-30)
 
 
+class ExampleWords(NamedTuple):
+    """Per feature, the words under its top examples' peaks."""
+
+    words: list[list[str]]
+    """The most common words (at most `N_TOP_WORDS`, each under >= 2 peaks), most common first."""
+    support: np.ndarray
+    """(F,) share of the top examples whose peak falls on the most common word."""
+
+
 def top_example_words(
     feature: np.ndarray,
     clip: np.ndarray,
     peak: np.ndarray,
     clip_words: list[list[tuple[str, float, float]]],
     n: int,
-) -> tuple[list[list[str]], np.ndarray]:
+) -> ExampleWords:
     """Per feature: the most common words under its top examples' peaks, and the top word's share of them."""
     counters: list[Counter[str]] = [Counter() for _ in range(n)]
     n_examples = np.bincount(feature, minlength=n)
@@ -82,45 +93,35 @@ def top_example_words(
             for f, counter in enumerate(counters)
         ]
     )
-    return top_words, support
+    return ExampleWords(top_words, support)
 
 
 def auto_labels(
-    fire_count: np.ndarray,
-    cat_mass: np.ndarray,
-    cat_fires: np.ndarray,
-    cat_frames: np.ndarray,
-    categories: list[str],
-    lang_mass: np.ndarray,
-    lang_fires: np.ndarray,
-    lang_frames: np.ndarray,
-    languages: list[str],
-    top_words: list[list[str]],
-    word_support: np.ndarray,
+    fire_count: np.ndarray, categories: GroupTotals, languages: GroupTotals, words: ExampleWords
 ) -> tuple[list[str], np.ndarray]:
     """(label, score) per feature, by the rules in the module docstring."""
-    cat_share = rate_shares(cat_mass, cat_fires, cat_frames)
-    lang_share = rate_shares(lang_mass, lang_fires, lang_frames)
+    cat_share = rate_shares(categories.mass_FK, categories.fires_FK, categories.frames_K)
+    lang_share = rate_shares(languages.mass_FK, languages.fires_FK, languages.frames_K)
     labels, scores = [], np.zeros(len(fire_count), np.float32)
     for f in range(len(fire_count)):
         if fire_count[f] == 0:
             labels.append("")
             continue
         order = np.argsort(-cat_share[f], kind="stable")
-        best = categories[order[0]]
+        best = categories.names[order[0]]
         support = [float(cat_share[f, order[0]])]
         if best != SPEECH:
-            second = categories[order[1]] if len(order) > 1 else ""
+            second = categories.names[order[1]] if len(order) > 1 else ""
             labels.append(best if support[0] > 0.5 or not second else f"{best} / {second}")
             scores[f] = support[0]
             continue
         label = SPEECH
         if lang_share.shape[1] and lang_share[f].max() > LANGUAGE_CLAIM:
-            label = f"{languages[int(lang_share[f].argmax())]} speech"
+            label = f"{languages.names[int(lang_share[f].argmax())]} speech"
             support.append(float(lang_share[f].max()))
-        if top_words[f] and word_support[f] >= WORD_CLAIM:
-            label += f" · '{top_words[f][0]}'"
-            support.append(float(word_support[f]))
+        if words.words[f] and words.support[f] >= WORD_CLAIM:
+            label += f" · '{words.words[f][0]}'"
+            support.append(float(words.support[f]))
         labels.append(label)
         scores[f] = min(support) * (BROAD_FACTOR if len(support) == 1 else 1.0)
     return labels, scores

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from pipelines.errors import MissingStageError
+from pipelines.errors import missing_stage
 
 KIND_TOP, KIND_QUANTILE = 0, 1
 KINDS = ("top", "quantile")
@@ -155,7 +155,7 @@ class AnalysisResult:
     @classmethod
     def load(cls, folder: Path) -> "AnalysisResult":
         if not (folder / "meta.json").exists():
-            raise MissingStageError(f"no analysis in {folder}: run `whisper-atlas analyze` first")
+            raise missing_stage("analysis", folder, "analyze")
         text = json.loads((folder / "text.json").read_text())
 
         def table(kind: type, name: str) -> Any:

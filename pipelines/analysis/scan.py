@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Protocol
+from typing import Callable, Iterator, NamedTuple, Protocol
 
 import numpy as np
 import torch
 
 from pipelines.activations import iter_shards
 from pipelines.analysis.config import AnalysisConfig
+from pipelines.analysis.groups import ClipGroups, GroupTotals
 from pipelines.analysis.streaming import (
     CoactiveCounter,
     DenseCoactive,
@@ -86,7 +87,7 @@ def encode_chunk(sae: LatentEncoder, acts_ND: np.ndarray) -> torch.Tensor:
 
 @dataclass
 class ScanResult:
-    """Everything the streaming pass accumulated (F features, G grid bins, L languages, K categories)."""
+    """Everything the streaming pass accumulated (F features, G grid bins)."""
 
     n_frames: int
     clip_frames: np.ndarray
@@ -98,106 +99,91 @@ class ScanResult:
     max_act: np.ndarray
     hist_counts: np.ndarray
     """(F, G) firing frames per log-grid bin."""
-    lang_frames: np.ndarray
-    """(L,) frames per language."""
-    lang_mass: np.ndarray
-    """(F, L) activation mass per language."""
-    lang_fires: np.ndarray
-    cat_frames: np.ndarray
-    cat_mass: np.ndarray
-    cat_fires: np.ndarray
+    languages: GroupTotals
+    categories: GroupTotals
     top: TopExamples
     reservoir: GridReservoir
     coactive: DenseCoactive | CoactiveCounter
 
 
+class Firing(NamedTuple):
+    """The (frame, feature) pairs of a chunk where the latent is > 0 (P pairs)."""
+
+    row_P: np.ndarray
+    """Row of the frame in the chunk."""
+    feature_P: np.ndarray
+    value_P: np.ndarray
+    """float64 activation."""
+
+
 def scan_activations(
     folder: Path,
     sae: LatentEncoder,
-    clip_language: np.ndarray,
-    n_languages: int,
-    clip_category: np.ndarray,
-    n_categories: int,
+    languages: ClipGroups,
+    categories: ClipGroups,
     cfg: AnalysisConfig,
     advance: Callable[[int], None] = lambda n: None,
 ) -> ScanResult:
-    """One pass over every real frame of the shards in `folder`.
-
-    `clip_language` / `clip_category` map a manifest row to a language / category slot (language -1 for
-    non-speech). `advance(n_frames)` reports progress.
-    """
+    """One pass over every real frame of the shards in `folder`, with frames counted per group of the clips'
+    `languages` and `categories`. `advance(n_frames)` reports progress."""
     n_features = sae.W_dec.shape[0]
-    G = cfg.n_grid
-    edges = torch.from_numpy(cfg.grid_edges()).float()
-    L1 = n_languages + 1  # one extra slot collects frames without a language
     res = ScanResult(
         n_frames=0,
-        clip_frames=np.zeros(len(clip_language), np.int64),
+        clip_frames=np.zeros(len(languages.clip_group), np.int64),
         fire_count=np.zeros(n_features, np.int64),
         act_sum=np.zeros(n_features, np.float64),
         max_act=np.zeros(n_features, np.float32),
-        hist_counts=np.zeros((n_features, G), np.int64),
-        lang_frames=np.zeros(L1, np.int64),
-        lang_mass=np.zeros((n_features, L1), np.float64),
-        lang_fires=np.zeros((n_features, L1), np.int64),
-        cat_frames=np.zeros(n_categories, np.int64),
-        cat_mass=np.zeros((n_features, n_categories), np.float64),
-        cat_fires=np.zeros((n_features, n_categories), np.int64),
+        hist_counts=np.zeros((n_features, cfg.n_grid), np.int64),
+        languages=GroupTotals.zeros(languages.names, n_features),
+        categories=GroupTotals.zeros(categories.names, n_features),
         top=TopExamples(n_features, cfg.top_k),
-        reservoir=GridReservoir(n_features, G, cfg.reservoir, cfg.seed),
+        reservoir=GridReservoir(n_features, cfg.n_grid, cfg.reservoir, cfg.seed),
         coactive=coactive_counter(n_features, cfg.coactive_dense_max_features, cfg.coactive_counters),
     )
-    t = min(cfg.coactive_max_latents, n_features)
+    edges = torch.from_numpy(cfg.grid_edges()).float()
+    n_coactive = min(cfg.coactive_max_latents, n_features)
     for chunk in iter_chunks(folder, cfg.chunk_frames):
         latents_NF = encode_chunk(sae, chunk.acts_ND)
-        n = latents_NF.shape[0]
         lengths = np.diff(chunk.bounds)
-        lang_N = np.repeat(
-            np.where(clip_language[chunk.clip_rows] < 0, n_languages, clip_language[chunk.clip_rows]), lengths
-        )
-        cat_N = np.repeat(clip_category[chunk.clip_rows], lengths)
-        res.n_frames += n
+        res.n_frames += latents_NF.shape[0]
         res.clip_frames[chunk.clip_rows] += lengths
-        res.lang_frames += np.bincount(lang_N, minlength=L1)
-        res.cat_frames += np.bincount(cat_N, minlength=n_categories)
-
-        rows, feats = (latents_NF > 0).nonzero(as_tuple=True)
-        vals = latents_NF[rows, feats]
-        f = feats.numpy()
-        v = vals.double().numpy()
-        res.fire_count += np.bincount(f, minlength=n_features)
-        res.act_sum += np.bincount(f, weights=v, minlength=n_features)
-        res.hist_counts += np.bincount(
-            f * G + grid_bin(vals, edges).numpy(), minlength=n_features * G
-        ).reshape(-1, G)
-        for groups, n_slots, mass, fires in (
-            (lang_N, L1, res.lang_mass, res.lang_fires),
-            (cat_N, n_categories, res.cat_mass, res.cat_fires),
-        ):
-            slot = f * n_slots + groups[rows.numpy()]
-            mass += np.bincount(slot, weights=v, minlength=n_features * n_slots).reshape(-1, n_slots)
-            fires += np.bincount(slot, minlength=n_features * n_slots).reshape(-1, n_slots)
-
-        peak_CF, frame_CF = clip_peaks(latents_NF, chunk)
-        np.maximum(res.max_act, peak_CF.max(0).values.numpy(), out=res.max_act)
-        clip_rows_C = torch.from_numpy(chunk.clip_rows.astype(np.int64))
-        res.top.update(peak_CF, frame_CF, clip_rows_C)
-        c_idx, f_idx = (peak_CF > 0).nonzero(as_tuple=True)
-        peak_vals = peak_CF[c_idx, f_idx]
-        res.reservoir.update(
-            f_idx.numpy(),
-            grid_bin(peak_vals, edges).numpy(),
-            chunk.clip_rows[c_idx.numpy()],
-            frame_CF[c_idx, f_idx].numpy(),
-            peak_vals.numpy(),
-        )
-        top_vals, top_ids = torch.topk(latents_NF, t, dim=1)
+        firing = _count_firing(res, latents_NF, edges)
+        for groups, totals in ((languages, res.languages), (categories, res.categories)):
+            totals.add(np.repeat(groups.clip_group[chunk.clip_rows], lengths), *firing)
+        _offer_clip_peaks(res, latents_NF, chunk, edges)
+        top_vals, top_ids = torch.topk(latents_NF, n_coactive, dim=1)
         res.coactive.update(top_ids, top_vals > 0)
-        advance(n)
-    res.lang_frames = res.lang_frames[:n_languages]
-    res.lang_mass = res.lang_mass[:, :n_languages]
-    res.lang_fires = res.lang_fires[:, :n_languages]
+        advance(latents_NF.shape[0])
     return res
+
+
+def _count_firing(res: ScanResult, latents_NF: torch.Tensor, edges: torch.Tensor) -> Firing:
+    """Add a chunk's firing latents to the per-feature counts, sums and log-grid histograms."""
+    rows, feats = (latents_NF > 0).nonzero(as_tuple=True)
+    vals = latents_NF[rows, feats]
+    f, v = feats.numpy(), vals.double().numpy()
+    n_features, n_grid = res.hist_counts.shape
+    res.fire_count += np.bincount(f, minlength=n_features)
+    res.act_sum += np.bincount(f, weights=v, minlength=n_features)
+    cell = f * n_grid + grid_bin(vals, edges).numpy()
+    res.hist_counts += np.bincount(cell, minlength=n_features * n_grid).reshape(-1, n_grid)
+    return Firing(rows.numpy(), f, v)
+
+
+def _offer_clip_peaks(res: ScanResult, latents_NF: torch.Tensor, chunk: Chunk, edges: torch.Tensor) -> None:
+    """Offer each clip's peak per feature to the max, the top-k buffer and the quantile reservoir."""
+    peak_CF, frame_CF = clip_peaks(latents_NF, chunk)
+    np.maximum(res.max_act, peak_CF.max(0).values.numpy(), out=res.max_act)
+    res.top.update(peak_CF, frame_CF, torch.from_numpy(chunk.clip_rows.astype(np.int64)))
+    c_idx, f_idx = (peak_CF > 0).nonzero(as_tuple=True)
+    peak_vals = peak_CF[c_idx, f_idx]
+    res.reservoir.update(
+        f_idx.numpy(),
+        grid_bin(peak_vals, edges).numpy(),
+        chunk.clip_rows[c_idx.numpy()],
+        frame_CF[c_idx, f_idx].numpy(),
+        peak_vals.numpy(),
+    )
 
 
 def clip_peaks(latents_NF: torch.Tensor, chunk: Chunk) -> tuple[torch.Tensor, torch.Tensor]:

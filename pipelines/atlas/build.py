@@ -48,7 +48,11 @@ def _read_json(path: Path) -> dict:
 def atlas_tables(
     result: AnalysisResult, clips: list[Clip], corpus: Path, sae_cfg: dict, metrics: dict
 ) -> dict[str, pa.Table]:
-    """Every atlas table, as Arrow tables whose columns match the schema."""
+    """Every atlas table, as Arrow tables whose columns match the schema.
+
+    The one constructor of an atlas's content: `build_atlas` feeds it the saved analysis, and the tests'
+    synthetic atlas (`tests/fixtures/synthetic_atlas.py`) an invented one, so neither can drift.
+    """
     meta, feats = result.meta, result.features
     n_features = meta.n_features
     ids = np.arange(n_features, dtype=np.int32)

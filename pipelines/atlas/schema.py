@@ -38,9 +38,9 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from pipelines.constants import FRAME_SECONDS as FRAME_SECONDS  # re-exported: 20 ms per encoder position
+
 SCHEMA_VERSION = 1
-FRAME_SECONDS = 0.02
-"""One Whisper encoder position covers 20 ms of audio."""
 
 metadata = sa.MetaData()
 

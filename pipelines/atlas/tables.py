@@ -1,4 +1,4 @@
-"""Small Arrow helpers shared by the atlas builders (the real build and the synthetic one)."""
+"""Small Arrow helpers of the atlas build: list columns, share tables, activation and density histograms."""
 
 from __future__ import annotations
 

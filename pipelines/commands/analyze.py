@@ -6,18 +6,29 @@ from typing import Annotated, Optional
 
 import typer
 
+from pipelines.analysis.config import AnalysisConfig
+from pipelines.paths import DEFAULT_CORPUS, DEFAULT_RUN
+
 
 def register(app: typer.Typer) -> None:
     @app.command("analyze")
     def analyze_command(
-        run: Annotated[str, typer.Option(help="Run whose activations and SAE to analyse.")] = "default",
-        corpus: Annotated[str, typer.Option(help="Corpus the activations were extracted from.")] = "default",
+        run: Annotated[str, typer.Option(help="Run whose activations and SAE to analyse.")] = DEFAULT_RUN,
+        corpus: Annotated[
+            str, typer.Option(help="Corpus the activations were extracted from.")
+        ] = DEFAULT_CORPUS,
         model: Annotated[
             Optional[str], typer.Option(help="Whisper model for transcripts (default: the extraction's).")
         ] = None,
-        top_k: Annotated[int, typer.Option(help="Top examples per feature (one per clip).")] = 24,
-        quantiles: Annotated[int, typer.Option(help="Activation bins for quantile examples.")] = 8,
-        window_frames: Annotated[int, typer.Option(help="Frames of context per example (20 ms each).")] = 75,
+        top_k: Annotated[
+            int, typer.Option(help="Top examples per feature (one per clip).")
+        ] = AnalysisConfig.top_k,
+        quantiles: Annotated[
+            int, typer.Option(help="Activation bins for quantile examples.")
+        ] = AnalysisConfig.quantile_bins,
+        window_frames: Annotated[
+            int, typer.Option(help="Frames of context per example (20 ms each).")
+        ] = AnalysisConfig.window_frames,
         device: Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:N (default: auto).")] = None,
     ) -> None:
         """Encode every frame once with the SAE and save what the atlas shows about each feature."""
@@ -27,8 +38,7 @@ def register(app: typer.Typer) -> None:
 
         from pipelines.activations import read_meta
         from pipelines.analysis.analyze import analyze
-        from pipelines.analysis.config import AnalysisConfig
-        from pipelines.errors import MissingStageError
+        from pipelines.errors import missing_stage
         from pipelines.model.loader import load_whisper
         from pipelines.paths import RunPaths, corpus_dir
         from pipelines.sae.saelens import load_sae
@@ -38,7 +48,7 @@ def register(app: typer.Typer) -> None:
         paths = RunPaths.named(run)
         meta = read_meta(paths.activations)
         if meta is None:
-            raise MissingStageError(f"no activations in {paths.activations}: run `whisper-atlas extract`")
+            raise missing_stage("activations", paths.activations, "extract")
         cfg = AnalysisConfig(top_k=top_k, quantile_bins=quantiles, window_frames=window_frames)
         bundle = load_whisper(model or meta.model, device=device)
         sae = load_sae(paths.sae, device=bundle.device)

@@ -7,101 +7,89 @@ from typing import Annotated, Literal, Optional
 
 import typer
 
+from pipelines.paths import DEFAULT_CORPUS
+
 CorpusOption = Annotated[str, typer.Option(help="Corpus name (folder under data/corpora/).")]
 WorkersOption = Annotated[Optional[int], typer.Option(help="Decoding processes (default: cores, at most 4).")]
+
+
+def build_command(
+    corpus: CorpusOption = DEFAULT_CORPUS,
+    size: Annotated[
+        Literal["small", "default", "large"],
+        typer.Option(help="small (~60 clips, tests), default (~350 clips, ~30 min), large (everything)."),
+    ] = "default",
+    seed: Annotated[int, typer.Option(help="Seed of the clip selection.")] = 0,
+    workers: WorkersOption = None,
+) -> None:
+    """Assemble the multilingual corpus from Debian packages (downloaded once, no root needed)."""
+    from pipelines.corpus.build import build_corpus
+
+    _show(build_corpus(corpus, size, seed=seed, workers=workers))
+
+
+def add_folder_command(
+    path: Annotated[Path, typer.Argument(help="Folder of audio files (any format FFmpeg decodes).")],
+    corpus: CorpusOption = DEFAULT_CORPUS,
+    manifest: Annotated[
+        Optional[Path],
+        typer.Option(
+            help="CSV with columns path, language, transcript (optional: category, speaker, licence)."
+        ),
+    ] = None,
+    workers: WorkersOption = None,
+) -> None:
+    """Decode every audio file under PATH into the corpus; unreadable files are listed and skipped."""
+    from pipelines.corpus.folder import add_folder
+
+    _show(add_folder(path, corpus, manifest, workers=workers), verb="added")
+
+
+def add_hf_command(
+    dataset: Annotated[str, typer.Argument(help="Hub dataset, e.g. openslr/librispeech_asr, google/fleurs.")],
+    config: Annotated[
+        Optional[str], typer.Option(help="Dataset config (FLEURS: en_us; Common Voice: en).")
+    ] = None,
+    split: Annotated[str, typer.Option(help="Split to read.")] = "test",
+    limit: Annotated[int, typer.Option(help="Examples to add (the first ones of the split).")] = 200,
+    corpus: CorpusOption = DEFAULT_CORPUS,
+    data_dir: Annotated[
+        Optional[str], typer.Option(help="Local files for a packaged loader (audiofolder: offline).")
+    ] = None,
+    streaming: Annotated[bool, typer.Option(help="Stream instead of downloading the whole split.")] = True,
+    workers: WorkersOption = None,
+) -> None:
+    """Add LibriSpeech, FLEURS, Common Voice or another hub audio dataset (needs the `hf` extra)."""
+    from pipelines.corpus.hf import add_hf
+
+    summary = add_hf(
+        dataset, config, split, limit, corpus, data_dir=data_dir, streaming=streaming, workers=workers
+    )
+    _show(summary, verb="added")
+
+
+def info_command(corpus: CorpusOption = DEFAULT_CORPUS) -> None:
+    """Show the clips and minutes per language and category of a corpus."""
+    from pipelines.corpus.manifest import MANIFEST_NAME, read_manifest
+    from pipelines.corpus.summary import summarize
+    from pipelines.errors import missing_stage
+    from pipelines.paths import corpus_dir
+
+    folder = corpus_dir(corpus)
+    if not (folder / MANIFEST_NAME).is_file():
+        raise missing_stage("corpus", folder, f"corpus build --corpus {corpus}")
+    _show(summarize(corpus, folder, read_manifest(folder)))
 
 
 def register(app: typer.Typer) -> None:
     corpus_app = typer.Typer(
         help="Build and inspect audio corpora (data/corpora/<name>/).", no_args_is_help=True
     )
+    corpus_app.command("build")(build_command)
+    corpus_app.command("add-folder")(add_folder_command)
+    corpus_app.command("add-hf")(add_hf_command)
+    corpus_app.command("info")(info_command)
     app.add_typer(corpus_app, name="corpus")
-
-    @corpus_app.command("build")
-    def build_command(
-        corpus: CorpusOption = "default",
-        size: Annotated[
-            str,
-            typer.Option(help="small (~60 clips, tests), default (~350 clips, ~30 min), large (everything)."),
-        ] = "default",
-        seed: Annotated[int, typer.Option(help="Seed of the clip selection.")] = 0,
-        workers: WorkersOption = None,
-    ) -> None:
-        """Assemble the multilingual corpus from Debian packages (downloaded once, no root needed)."""
-        from pipelines.corpus.build import build_corpus
-
-        summary = build_corpus(corpus, _size(size), seed=seed, workers=workers)
-        _show(summary)
-
-    @corpus_app.command("add-folder")
-    def add_folder_command(
-        path: Annotated[Path, typer.Argument(help="Folder of audio files (any format FFmpeg decodes).")],
-        corpus: CorpusOption = "default",
-        manifest: Annotated[
-            Optional[Path],
-            typer.Option(
-                help="CSV with columns path, language, transcript (optional: category, speaker, licence)."
-            ),
-        ] = None,
-        workers: WorkersOption = None,
-    ) -> None:
-        """Decode every audio file under PATH into the corpus; unreadable files are listed and skipped."""
-        from pipelines.corpus.folder import add_folder
-
-        summary = add_folder(path, corpus, manifest, workers=workers)
-        _show(summary, verb="added")
-
-    @corpus_app.command("add-hf")
-    def add_hf_command(
-        dataset: Annotated[
-            str, typer.Argument(help="Hub dataset, e.g. openslr/librispeech_asr, google/fleurs.")
-        ],
-        config: Annotated[
-            Optional[str], typer.Option(help="Dataset config (FLEURS: en_us; Common Voice: en).")
-        ] = None,
-        split: Annotated[str, typer.Option(help="Split to read.")] = "test",
-        limit: Annotated[int, typer.Option(help="Examples to add (the first ones of the split).")] = 200,
-        corpus: CorpusOption = "default",
-        data_dir: Annotated[
-            Optional[str], typer.Option(help="Local files for a packaged loader (audiofolder: offline).")
-        ] = None,
-        streaming: Annotated[
-            bool, typer.Option(help="Stream instead of downloading the whole split.")
-        ] = True,
-        workers: WorkersOption = None,
-    ) -> None:
-        """Add LibriSpeech, FLEURS, Common Voice or another hub audio dataset (needs the `hf` extra)."""
-        from pipelines.corpus.hf import add_hf
-
-        summary = add_hf(
-            dataset, config, split, limit, corpus, data_dir=data_dir, streaming=streaming, workers=workers
-        )
-        _show(summary, verb="added")
-
-    @corpus_app.command("info")
-    def info_command(corpus: CorpusOption = "default") -> None:
-        """Show the clips and minutes per language and category of a corpus."""
-        from pipelines.corpus.manifest import MANIFEST_NAME, read_manifest
-        from pipelines.corpus.summary import summarize
-        from pipelines.errors import MissingStageError
-        from pipelines.paths import corpus_dir
-
-        folder = corpus_dir(corpus)
-
-        def load():
-            if not (folder / MANIFEST_NAME).is_file():
-                raise MissingStageError(
-                    f"no corpus in {folder}: run `whisper-atlas corpus build --corpus {corpus}`"
-                )
-            return summarize(corpus, folder, read_manifest(folder))
-
-        _show(load())
-
-
-def _size(size: str) -> Literal["small", "default", "large"]:
-    if size not in ("small", "default", "large"):
-        raise typer.BadParameter(f"{size!r}: choose small, default or large", param_hint="--size")
-    return size  # type: ignore[return-value]
 
 
 def _show(summary, verb: str = "") -> None:

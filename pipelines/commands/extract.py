@@ -6,6 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from pipelines.model.pack_config import PackConfig
 from pipelines.paths import DEFAULT_CORPUS, DEFAULT_RUN
 
 
@@ -31,7 +32,7 @@ def register(app: typer.Typer) -> None:
         ] = True,
         pack_context: Annotated[
             int, typer.Option(help="Padding frames (20 ms) each packed clip keeps.")
-        ] = 300,
+        ] = PackConfig.context_frames,
     ) -> None:
         """Run Whisper's encoder over the corpus and store float16 activations of real frames (resumable)."""
         from rich.console import Console

@@ -8,6 +8,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from pipelines.constants import SAMPLE_RATE, WINDOW_SECONDS
+
 TOP_LANGUAGES = 5
 
 
@@ -38,12 +40,12 @@ def register(app: typer.Typer) -> None:
         hf_logging.set_verbosity_error()
         if language is not None:
             check_language(language)
-        audio = decode_audio(file, max_seconds=30.0)
+        audio = decode_audio(file, max_seconds=WINDOW_SECONDS)
         bundle = load_whisper(model)
         result = transcribe(bundle, audio, language=language, word_timestamps=words)
         top = dict(list(result.language_probs.items())[:TOP_LANGUAGES])
         if as_json:
-            payload = asdict(result) | {"language_probs": top, "seconds": round(len(audio) / 16000, 3)}
+            payload = asdict(result) | {"language_probs": top, "seconds": round(len(audio) / SAMPLE_RATE, 3)}
             typer.echo(json.dumps(payload, ensure_ascii=False, indent=1))
             return
         typer.echo(result.text)

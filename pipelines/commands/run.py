@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from pipelines.paths import DEFAULT_CORPUS, DEFAULT_RUN
+from pipelines.paths import DEFAULT_CORPUS, DEFAULT_HOST, DEFAULT_PORT, DEFAULT_RUN
 
 
 def register(app: typer.Typer) -> None:
@@ -19,8 +19,8 @@ def register(app: typer.Typer) -> None:
         model: Annotated[Optional[str], typer.Option(help="Whisper model (default: bundled base).")] = None,
         layer: Annotated[Optional[int], typer.Option(help="Encoder layer (default: final output).")] = None,
         serve: Annotated[bool, typer.Option(help="Serve the atlas when it is built.")] = True,
-        host: Annotated[str, typer.Option(help="Interface to serve on.")] = "127.0.0.1",
-        port: Annotated[int, typer.Option(help="Port to serve on.")] = 8000,
+        host: Annotated[str, typer.Option(help="Interface to serve on.")] = DEFAULT_HOST,
+        port: Annotated[int, typer.Option(help="Port to serve on.")] = DEFAULT_PORT,
     ) -> None:
         """Build the atlas end to end (corpus, extract, train, analyze, build), skipping what is current."""
         import time

@@ -1,18 +1,26 @@
-"""`whisper-atlas serve`: the web explorer and JSON API over the atlas of one run (uvicorn, one process)."""
+"""`whisper-atlas serve`: the web explorer and JSON API over the atlas of one run (uvicorn, one process).
+
+The pipelines package never imports the backend: uvicorn loads the app factory `backend.app:create_app` by
+name, and the options reach the server's settings as `WHISPER_ATLAS_*` environment variables (the one way
+`backend.settings.Settings` is configured from outside).
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from pipelines.paths import DEFAULT_RUN
+from pipelines.paths import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_RUN, RunPaths
+
+APP_FACTORY = "backend.app:create_app"
 
 
 def serve(
-    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = 8000,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = DEFAULT_HOST,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = DEFAULT_PORT,
     atlas: Annotated[
         Optional[Path], typer.Option(help="Atlas file (default: data/runs/<run>/atlas.duckdb).")
     ] = None,
@@ -22,12 +30,12 @@ def serve(
     """Serve the atlas in the browser (pages) and as JSON (/api/v1); starts even before an atlas exists."""
     import uvicorn
 
-    from backend.app import create_app
-    from backend.settings import Settings
-
-    settings = Settings(host=host, port=port, atlas=atlas, run=run)
-    typer.echo(f"Whisper Atlas on http://{settings.host}:{settings.port}/  (atlas: {settings.atlas_path})")
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=log_level)
+    os.environ.update(WHISPER_ATLAS_HOST=host, WHISPER_ATLAS_PORT=str(port), WHISPER_ATLAS_RUN=run)
+    if atlas is not None:
+        os.environ["WHISPER_ATLAS_ATLAS"] = str(atlas.expanduser().resolve())
+    shown = atlas or RunPaths.named(run).atlas
+    typer.echo(f"Whisper Atlas on http://{host}:{port}/  (atlas: {shown})")
+    uvicorn.run(APP_FACTORY, factory=True, host=host, port=port, log_level=log_level)
 
 
 def register(app: typer.Typer) -> None:

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-WINDOW_SECONDS = 30.0
+from pipelines.constants import SAMPLE_RATE, WINDOW_SECONDS
 
 
 class MethodChoice(str, Enum):
@@ -84,7 +84,7 @@ def register(app: typer.Typer) -> None:
         audio = decode_audio(file, max_seconds=WINDOW_SECONDS)
         resources = load_steering_resources(RunPaths.named(run), model=model, device=device)
         result = steer(resources, audio, spec)
-        payload = {"file": str(file), "duration": round(len(audio) / 16000, 3), **result.to_dict()}
+        payload = {"file": str(file), "duration": round(len(audio) / SAMPLE_RATE, 3), **result.to_dict()}
         if as_json:
             typer.echo(json.dumps(payload, ensure_ascii=False, indent=1))
             return

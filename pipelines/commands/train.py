@@ -5,31 +5,31 @@ Writes data/runs/<run>/sae/ (SAELens cfg.json + sae_weights.safetensors, checkpo
 
 from __future__ import annotations
 
-from enum import Enum
 from typing import Annotated, Optional
 
 import typer
 
-
-class ArchChoice(str, Enum):
-    topk = "topk"
-    batchtopk = "batchtopk"
-    relu = "relu"
+from pipelines.paths import DEFAULT_RUN
+from pipelines.sae.config import Arch, SAEConfig, TrainConfig
 
 
 def register(app: typer.Typer) -> None:
     @app.command("train")
     def train_command(
-        run: Annotated[str, typer.Option(help="Run whose activations to train on.")] = "default",
-        arch: Annotated[ArchChoice, typer.Option(help="SAE architecture.")] = ArchChoice.topk,
-        d_sae: Annotated[int, typer.Option(help="Number of latents.")] = 4096,
-        k: Annotated[int, typer.Option(help="Active latents per frame (TopK; mean for BatchTopK).")] = 32,
-        epochs: Annotated[int, typer.Option(help="Passes over the training frames.")] = 8,
+        run: Annotated[str, typer.Option(help="Run whose activations to train on.")] = DEFAULT_RUN,
+        arch: Annotated[Arch, typer.Option(help="SAE architecture.")] = SAEConfig.arch,
+        d_sae: Annotated[int, typer.Option(help="Number of latents.")] = SAEConfig.d_sae,
+        k: Annotated[
+            int, typer.Option(help="Active latents per frame (TopK; mean for BatchTopK).")
+        ] = SAEConfig.k,
+        epochs: Annotated[int, typer.Option(help="Passes over the training frames.")] = TrainConfig.epochs,
         lr: Annotated[
             Optional[float], typer.Option(help="Adam learning rate (default 2e-3 x sqrt(4096/d_sae)).")
-        ] = None,
-        batch_size: Annotated[int, typer.Option(help="Frames per step.")] = 256,
-        seed: Annotated[int, typer.Option(help="Seed of initialisation, split and shuffles.")] = 0,
+        ] = TrainConfig.lr,
+        batch_size: Annotated[int, typer.Option(help="Frames per step.")] = TrainConfig.batch_size,
+        seed: Annotated[
+            int, typer.Option(help="Seed of initialisation, split and shuffles.")
+        ] = TrainConfig.seed,
         resume: Annotated[
             bool, typer.Option(help="Continue from the last epoch checkpoint if it matches.")
         ] = True,
@@ -49,16 +49,15 @@ def register(app: typer.Typer) -> None:
         )
 
         from pipelines.activations import read_meta
-        from pipelines.errors import MissingStageError
+        from pipelines.errors import missing_stage
         from pipelines.paths import RunPaths
-        from pipelines.sae.config import SAEConfig, TrainConfig
         from pipelines.sae.train import train_sae
 
         paths = RunPaths.named(run)
         meta = read_meta(paths.activations)
         if meta is None:
-            raise MissingStageError(f"no activations for run {run!r}: run `whisper-atlas extract` first")
-        sae_cfg = SAEConfig(d_in=meta.d_model, d_sae=d_sae, arch=arch.value, k=k)
+            raise missing_stage("activations", paths.activations, "extract")
+        sae_cfg = SAEConfig(d_in=meta.d_model, d_sae=d_sae, arch=arch, k=k)
         cfg = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed)
         bundle = _load_model(meta.model, device) if eval_clips > 0 else None
         hook = _hook_name(meta.layer, bundle)

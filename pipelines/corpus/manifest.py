@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable
 
 MANIFEST_NAME = "manifest.jsonl"
 
@@ -51,10 +51,6 @@ def read_manifest(corpus: Path) -> list[Clip]:
     """All clips of the corpus at folder `corpus`, in manifest order."""
     with open(corpus / MANIFEST_NAME, encoding="utf-8") as f:
         return [Clip(**json.loads(line)) for line in f if line.strip()]
-
-
-def iter_manifest(corpus: Path) -> Iterator[Clip]:
-    yield from read_manifest(corpus)
 
 
 def write_manifest(corpus: Path, clips: Iterable[Clip]) -> None:

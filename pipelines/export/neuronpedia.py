@@ -21,13 +21,13 @@ import re
 from pathlib import Path
 from typing import Iterable
 
-import duckdb
 import numpy as np
 from safetensors.numpy import load_file
 
 from pipelines.analysis.labels import normalise_word
+from pipelines.atlas.reader import AtlasReader
 from pipelines.atlas.schema import FRAME_SECONDS
-from pipelines.errors import MissingStageError
+from pipelines.errors import MissingStageError, missing_stage
 from pipelines.sae.saelens import WEIGHTS_NAME, read_cfg
 
 CREATOR = "whisper-atlas"
@@ -50,64 +50,60 @@ def frame_labels(n_frames: int, words: list[tuple[str, float, float]]) -> list[s
 def export_neuronpedia(atlas: Path, sae_folder: Path, out: Path, batch_size: int = 1024) -> Path:
     """Write the export under `out`; returns the source folder (`<out>/<model>/<source>`)."""
     if not atlas.exists():
-        raise MissingStageError(f"no atlas at {atlas}: run `whisper-atlas build` first")
+        raise missing_stage("atlas", atlas, "build")
     sae_cfg = read_cfg(sae_folder)
     W_dec_FD = load_file(str(sae_folder / WEIGHTS_NAME))["W_dec"]
-    con = duckdb.connect(str(atlas), read_only=True)
-    try:
-        run = {k: json.loads(v) for k, v in con.execute("SELECT key, value FROM run").fetchall()}
-        model_id = slug(str(run["model"]))
+    with AtlasReader.open(atlas) as reader:
+        run = reader.run_metadata()
         n_features = int(run["n_features"])
         if W_dec_FD.shape[0] != n_features:
             raise MissingStageError(
                 f"the SAE in {sae_folder} has {W_dec_FD.shape[0]} latents, the atlas {n_features}: rebuild it"
             )
+        model_id = slug(str(run["model"]))
         source_id = f"{run['layer']}-whisper-atlas-{n_features}"
         folder = out / model_id / source_id
         hook = sae_cfg.get("metadata", {}).get("hook_name", f"encoder layer {run['layer']}")
         _write_headers(folder, run, model_id, source_id, hook)
-        words = _clip_words(con)
-        clip_keys, labels = {}, {}
-        for clip_id, key, n_frames in con.execute("SELECT id, key, n_frames FROM clips").fetchall():
-            clip_keys[clip_id] = key
-            labels[clip_id] = frame_labels(n_frames, words.get(clip_id, []))
+        words = reader.clip_words()
+        clips = reader.clips()
+        clip_keys = {clip["id"]: clip["key"] for clip in clips}
+        labels = {clip["id"]: frame_labels(clip["n_frames"], words.get(clip["id"], [])) for clip in clips}
+        common = {"modelId": model_id, "layer": source_id}
         for batch, lo in enumerate(range(0, n_features, batch_size)):
-            hi = min(lo + batch_size, n_features)
-            features = con.execute(
-                "SELECT id, density, max_act, label, hist_edges, hist_counts, neighbours, neighbour_cos "
-                "FROM features WHERE id >= ? AND id < ? ORDER BY id",
-                [lo, hi],
-            ).fetchall()
-            examples = con.execute(
-                "SELECT feature_id, kind, rank, quantile, clip_id, start_frame, end_frame, peak_frame, acts "
-                "FROM examples WHERE feature_id >= ? AND feature_id < ? ORDER BY feature_id, kind DESC, rank",
-                [lo, hi],
-            ).fetchall()
-            max_act = {f[0]: f[2] for f in features}
-            common = {"modelId": model_id, "layer": source_id}
+            block = reader.feature_block(lo, min(lo + batch_size, n_features) - 1)
+            features = block.features.to_pylist()
+            max_act = {f["id"]: f["max_act"] for f in features}
             _write_gz(
                 folder / "features" / f"batch-{batch}.jsonl.gz",
-                (_feature(f, W_dec_FD[f[0]], hook, common) for f in features),
+                (_feature(f, W_dec_FD[f["id"]], hook, common) for f in features),
             )
             _write_gz(
                 folder / "activations" / f"batch-{batch}.jsonl.gz",
-                (_activation(e, max_act[e[0]], labels, clip_keys, common) for e in examples),
+                (
+                    _activation(e, max_act[e["feature_id"]], labels, clip_keys, common)
+                    for e in block.examples.to_pylist()
+                ),
             )
             _write_gz(
                 folder / "explanations" / f"batch-{batch}.jsonl.gz",
                 (
-                    {**common, "index": str(f[0]), "description": f[3], "typeName": "whisper-atlas-auto"}
+                    {
+                        **common,
+                        "index": str(f["id"]),
+                        "description": f["label"],
+                        "typeName": "whisper-atlas-auto",
+                    }
                     for f in features
-                    if f[3]
+                    if f["label"]
                 ),
             )
-    finally:
-        con.close()
     return folder
 
 
-def _feature(row: tuple, vector: np.ndarray, hook: str, common: dict) -> dict:
-    fid, density, max_act, label, edges, counts, neighbours, neighbour_cos = row
+def _feature(row: dict, vector: np.ndarray, hook: str, common: dict) -> dict:
+    """One Neuronpedia `Feature` from a `features` row and its decoder direction."""
+    fid, max_act, label, edges = row["id"], row["max_act"], row["label"], row["hist_edges"]
     centres = [(a + b) / 2 for a, b in zip(edges[:-1], edges[1:])]
     return {
         **common,
@@ -119,16 +115,18 @@ def _feature(row: tuple, vector: np.ndarray, hook: str, common: dict) -> dict:
         "vectorLabel": label or None,
         "vectorDefaultSteerStrength": max_act,
         "hookName": hook,
-        "topkCosSimIndices": neighbours,
-        "topkCosSimValues": neighbour_cos,
-        "frac_nonzero": density,
+        "topkCosSimIndices": row["neighbours"],
+        "topkCosSimValues": row["neighbour_cos"],
+        "frac_nonzero": row["density"],
         "freq_hist_data_bar_values": centres,
-        "freq_hist_data_bar_heights": counts,
+        "freq_hist_data_bar_heights": row["hist_counts"],
     }
 
 
-def _activation(row: tuple, max_act: float, labels: dict, clip_keys: dict, common: dict) -> dict:
-    fid, kind, rank, quantile, clip_id, start, end, peak, acts = row
+def _activation(row: dict, max_act: float, labels: dict, clip_keys: dict, common: dict) -> dict:
+    """One Neuronpedia `Activation` from an `examples` row (frames stand in for tokens)."""
+    fid, kind, rank, clip_id, acts = row["feature_id"], row["kind"], row["rank"], row["clip_id"], row["acts"]
+    start, end, peak = row["start_frame"], row["end_frame"], row["peak_frame"]
     return {
         **common,
         "id": f"{fid}-{kind}-{rank}",
@@ -142,17 +140,8 @@ def _activation(row: tuple, max_act: float, labels: dict, clip_keys: dict, commo
         "dataSource": clip_keys.get(clip_id, ""),
         "dataIndex": str(clip_id),
         "binMin": None,
-        "binMax": None if kind == "top" else quantile * max_act,
+        "binMax": None if kind == "top" else row["quantile"] * max_act,
     }
-
-
-def _clip_words(con: duckdb.DuckDBPyConnection) -> dict[int, list[tuple[str, float, float]]]:
-    words: dict[int, list[tuple[str, float, float]]] = {}
-    for clip_id, word, start, end in con.execute(
-        'SELECT clip_id, word, start, "end" FROM clip_words ORDER BY clip_id, idx'
-    ).fetchall():
-        words.setdefault(clip_id, []).append((word, start, end))
-    return words
 
 
 def _write_headers(folder: Path, run: dict, model_id: str, source_id: str, hook: str) -> None:

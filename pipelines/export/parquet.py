@@ -1,31 +1,27 @@
-"""Parquet export: every atlas table as `<table>.parquet`, written by DuckDB's own COPY (no pandas)."""
+"""Parquet export: every atlas table as `<table>.parquet` (zstd), read through the atlas reader."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import duckdb
+import pyarrow.parquet as pq
 
+from pipelines.atlas.reader import AtlasReader
 from pipelines.atlas.schema import metadata
-from pipelines.errors import MissingStageError
+from pipelines.errors import missing_stage
 
 
 def export_parquet(atlas: Path, out: Path) -> list[Path]:
     """Write one Parquet file per atlas table into `out` (created); returns the files."""
     if not atlas.exists():
-        raise MissingStageError(f"no atlas at {atlas}: run `whisper-atlas build` first")
+        raise missing_stage("atlas", atlas, "build")
     out.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect(str(atlas), read_only=True)
     written = []
-    try:
+    with AtlasReader.open(atlas) as reader:
         for name in metadata.tables:
             path = out / f"{name}.parquet"
-            con.execute(f"COPY \"{name}\" TO '{_quote(path)}' (FORMAT parquet, COMPRESSION zstd)")
+            tmp = path.with_name(path.name + ".tmp")
+            pq.write_table(reader.table(name), tmp, compression="zstd")
+            tmp.replace(path)
             written.append(path)
-    finally:
-        con.close()
     return written
-
-
-def _quote(path: Path) -> str:
-    return str(path.resolve()).replace("'", "''")

@@ -121,7 +121,7 @@ def build_generation_config(
     """Whisper's generation config rebuilt from CT2's config.json and the tokenizer (no hub).
 
     `alignment_heads` (decoder layer, head) default to the bundled model's; a different architecture
-    (the tiny test model) passes its own.
+    (the tiny test model of `tests/fixtures/tiny_whisper.py`) passes its own.
     """
     cfg = ct2_config()
     lang_to_id = {tokenizer.convert_ids_to_tokens(i): i for i in cfg["lang_ids"]}

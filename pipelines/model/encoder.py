@@ -19,13 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from pipelines.constants import FRAMES_PER_WINDOW, SAMPLE_RATE, SAMPLES_PER_FRAME
 from pipelines.model.loader import WhisperBundle
-
-FRAMES_PER_WINDOW = 1500
-"""Encoder frames per 30 s window."""
-SAMPLES_PER_FRAME = 320
-"""16 kHz samples per encoder frame (20 ms: hop 160 x conv stride 2)."""
-SAMPLE_RATE = 16000
 
 
 def real_frames(n_samples: int) -> int:

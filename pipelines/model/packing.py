@@ -31,32 +31,18 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipelines.model.encoder import FRAMES_PER_WINDOW, SAMPLE_RATE, SAMPLES_PER_FRAME
+from pipelines.constants import (
+    FRAMES_PER_WINDOW,
+    MEL_PER_FRAME,
+    SAMPLE_RATE,
+    SAMPLES_PER_FRAME,
+    WINDOW_SAMPLES,
+)
 from pipelines.model.loader import WhisperBundle
+from pipelines.model.pack_config import PackConfig
 
-MEL_PER_FRAME = 2
-"""Log-mel frames per encoder frame (conv2 has stride 2)."""
-WINDOW_SAMPLES = FRAMES_PER_WINDOW * SAMPLES_PER_FRAME
 STFT_HALF_WINDOW = 200
 """Samples each side of a log-mel frame's centre (n_fft 400): zero-padding this far keeps edges exact."""
-
-
-@dataclass(frozen=True)
-class PackConfig:
-    """How clips share windows."""
-
-    context_frames: int = 300
-    """Padding frames (20 ms each) kept after each clip as its own attention context (300 = 6 s)."""
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.context_frames < FRAMES_PER_WINDOW:
-            raise ValueError(
-                f"context_frames must be in 0..{FRAMES_PER_WINDOW - 1}, got {self.context_frames}"
-            )
-
-    def block(self, n_real: int) -> int:
-        """Frames a clip of `n_real` real frames occupies in a packed window."""
-        return min(n_real + self.context_frames, FRAMES_PER_WINDOW)
 
 
 @dataclass

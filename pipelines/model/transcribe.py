@@ -18,8 +18,9 @@ import torch
 from transformers import PreTrainedTokenizerBase, StoppingCriteria, StoppingCriteriaList
 from transformers.modeling_outputs import BaseModelOutput
 
+from pipelines.constants import FRAME_SECONDS, FRAMES_PER_WINDOW
 from pipelines.errors import AtlasError
-from pipelines.model.encoder import FRAMES_PER_WINDOW, SAMPLES_PER_FRAME, encode, features_for, real_frames
+from pipelines.model.encoder import encode, features_for, real_frames
 from pipelines.model.loader import WhisperBundle
 
 # fmt: off
@@ -42,8 +43,6 @@ REPETITION_GZIP_RATIO = 2.4
 
 PROMPT_LENGTH = 4
 """<|startoftranscript|> <|lang|> <|transcribe|> <|notimestamps|>."""
-
-SECONDS_PER_FRAME = SAMPLES_PER_FRAME / 16000
 
 
 class UnknownLanguageError(AtlasError):
@@ -225,7 +224,7 @@ def transcribe_encoded(
             words = group_words(
                 bundle.processor.tokenizer,
                 tokens,
-                np.minimum(times, frames[row] * SECONDS_PER_FRAME),
+                np.minimum(times, frames[row] * FRAME_SECONDS),
                 chosen[row],
             )
         ranked = sorted(zip(LANGUAGES, probs_BL[row].tolist()), key=lambda kv: -kv[1])

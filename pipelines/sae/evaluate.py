@@ -4,10 +4,11 @@ For each speech clip with a reference transcript, the encoder runs twice: unmodi
 `layer` replaced by the SAE's reconstruction (real frames only; the 30 s window's padding is left alone), via
 `pipelines.model.encoder.edit_layer`. Both are decoded greedily with the clip's true language forced, and
 scored by character error rate (CER). Language identification (no language forced) is compared too. This is
-the ASR analogue of the spliced-in language-model loss that SAE papers report (anchors.md).
+the ASR analogue of the spliced-in language-model loss that SAE papers report (e.g. Gao et al. 2024,
+"Scaling and evaluating sparse autoencoders").
 
-CER = Levenshtein distance between normalised reference and hypothesis / length of the normalised reference,
-where normalising lowercases (NFKC), drops punctuation and symbols, and collapses whitespace.
+CER = Levenshtein distance (rapidfuzz) between normalised reference and hypothesis / length of the normalised
+reference, where normalising lowercases (NFKC), drops punctuation and symbols, and collapses whitespace.
 """
 
 from __future__ import annotations
@@ -17,11 +18,14 @@ import unicodedata
 from pathlib import Path
 
 import torch
+from rapidfuzz.distance.Levenshtein import distance as levenshtein
 
+from pipelines.constants import FRAMES_PER_WINDOW, WINDOW_SECONDS
 from pipelines.corpus.manifest import SPEECH, Clip
 from pipelines.sae.base import SparseAutoencoder
 
-MAX_SECONDS = 30.0
+MAX_SECONDS = WINDOW_SECONDS
+"""Longest clip checked: one encoder window."""
 
 
 def normalise_text(text: str) -> str:
@@ -30,19 +34,6 @@ def normalise_text(text: str) -> str:
         for ch in unicodedata.normalize("NFKC", text.lower())
     )
     return " ".join("".join(kept).split())
-
-
-def levenshtein(a: str, b: str) -> int:
-    """Edit distance (insertions, deletions, substitutions all cost 1), two-row dynamic programme."""
-    if len(a) < len(b):
-        a, b = b, a
-    previous = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        current = [i]
-        for j, cb in enumerate(b, 1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb)))
-        previous = current
-    return previous[-1]
 
 
 def cer(reference: str, hypothesis: str) -> float:
@@ -93,7 +84,7 @@ def spliced_eval(
     `clips` are candidates (e.g. the held-out clips); the first `max_clips` eligible ones are used.
     """
     from pipelines.audio import decode_audio
-    from pipelines.model.encoder import FRAMES_PER_WINDOW, edit_layer, encode, features_for, real_frames
+    from pipelines.model.encoder import edit_layer, encode, features_for, real_frames
     from pipelines.model.transcribe import LANGUAGES, language_logits, transcribe_encoded
 
     chosen = eligible_clips(clips, LANGUAGES, max_clips)

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from pipelines.errors import AtlasError, MissingStageError
+from pipelines.errors import AtlasError, missing_stage
 from pipelines.sae.base import SparseAutoencoder
 from pipelines.sae.config import SAEConfig
 from pipelines.sae.registry import ARCH_FROM_SAELENS, build_sae
@@ -85,7 +85,7 @@ def save_sae(sae: SparseAutoencoder, folder: Path, metadata: dict) -> None:
 
 def read_cfg(folder: Path) -> dict:
     if not (folder / CFG_NAME).exists() or not (folder / WEIGHTS_NAME).exists():
-        raise MissingStageError(f"no SAE in {folder}: run `whisper-atlas train` first")
+        raise missing_stage("SAE", folder, "train")
     return json.loads((folder / CFG_NAME).read_text())
 
 

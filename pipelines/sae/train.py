@@ -1,12 +1,12 @@
 """Train an SAE on a run's activation shards and write the SAELens folder plus metrics.json.
 
-Practice followed (facts/anchors.md; Gao et al. 2024; sparsify; SAELens): inputs scaled so the mean squared
-norm is d_in (folded into the weights on save), b_dec initialised at the geometric median, unit-norm decoder
-rows with the parallel gradient removed, AuxK on latents dead for `dead_window_frames`, Adam with a linear
-warm-up and a linear decay over the last `decay_fraction` of steps. Whole clips are held out (seeded) to
-measure held-out FVU; frames are reshuffled each epoch. A checkpoint after every epoch holds the model, the
-optimiser, the RNG, the dead-latent counters and the step, so a resumed run ends exactly where an
-uninterrupted one would.
+Practice followed (Gao et al. 2024, "Scaling and evaluating sparse autoencoders"; sparsify; SAELens): inputs
+scaled so the mean squared norm is d_in (folded into the weights on save), b_dec initialised at the geometric
+median, unit-norm decoder rows with the parallel gradient removed, AuxK on latents dead for
+`dead_window_frames`, Adam with a linear warm-up and a linear decay over the last `decay_fraction` of steps.
+Whole clips are held out (seeded) to measure held-out FVU; frames are reshuffled each epoch. A checkpoint
+after every epoch holds the model, the optimiser, the RNG, the dead-latent counters and the step, so a
+resumed run ends exactly where an uninterrupted one would.
 
 FVU = sum over frames ||x - x_hat||^2 / sum over frames ||x - mean(x)||^2, in the encoder's own units.
 """
@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from pipelines.activations import load_all, read_meta
-from pipelines.errors import MissingStageError
+from pipelines.errors import missing_stage
 from pipelines.paths import RunPaths
 from pipelines.sae.base import SparseAutoencoder
 from pipelines.sae.config import SAEConfig, TrainConfig
@@ -79,12 +79,10 @@ def split_clips(
 
 def load_training_data(folder: Path, heldout_fraction: float, seed: int) -> TrainingData:
     if read_meta(folder) is None:
-        raise MissingStageError(f"no activations in {folder}: run `whisper-atlas extract` first")
+        raise missing_stage("activations", folder, "extract")
     acts_ND, index_N2 = load_all(folder)
     if len(acts_ND) == 0:
-        raise MissingStageError(
-            f"the activations in {folder} hold no frames: run `whisper-atlas extract` first"
-        )
+        raise missing_stage("activation frames", folder, "extract")
     train_rows, heldout_rows, held = split_clips(index_N2[:, 0], heldout_fraction, seed)
     return TrainingData(torch.from_numpy(acts_ND), train_rows, heldout_rows, held)
 
@@ -281,7 +279,7 @@ def train_sae(
     """
     meta = read_meta(run.activations)
     if meta is None:
-        raise MissingStageError(f"no activations in {run.activations}: run `whisper-atlas extract` first")
+        raise missing_stage("activations", run.activations, "extract")
     if meta.d_model != sae_cfg.d_in:
         sae_cfg = SAEConfig(**{**sae_cfg.to_dict(), "d_in": meta.d_model})
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))

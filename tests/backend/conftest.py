@@ -1,6 +1,6 @@
 """Fixtures for the server tests: small synthetic atlases written through the real writer, and clients.
 
-`pipelines.atlas.synthetic` writes a plausible atlas (real schema, real FLAC files beside it) in seconds;
+`tests.fixtures.synthetic_atlas` writes a plausible atlas (real schema, real FLAC files beside it) in seconds;
 `hostile_atlas` copies one and plants hostile text and audio paths in it, the way a tampered build could.
 """
 
@@ -18,8 +18,8 @@ from fastapi.testclient import TestClient
 from backend.app import create_app
 from backend.settings import Settings
 from pipelines.atlas.schema import metadata
-from pipelines.atlas.synthetic import write_synthetic_atlas
 from pipelines.atlas.writer import write_atlas
+from tests.fixtures.synthetic_atlas import write_synthetic_atlas
 
 N_FEATURES = 300
 N_CLIPS = 16

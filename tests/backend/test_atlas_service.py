@@ -8,7 +8,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from backend.services.atlas import AtlasProvider, FilterSpec
+from backend.services.provider import AtlasProvider
+from pipelines.atlas.reader import FeatureFilter as FilterSpec
 from pipelines.atlas.schema import FRAME_SECONDS
 from tests.backend.conftest import BLOCK, N_FEATURES, settings_for
 

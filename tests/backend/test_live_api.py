@@ -18,7 +18,8 @@ from PIL import Image
 
 from backend.services.inference import InferenceSettings
 from backend.services.uploads import UploadLimits
-from tests.backend.live_support import LiveServer, audio_bytes, live_app, speechlike, tiny_resources
+from tests.fixtures.audio import audio_bytes, speechlike
+from tests.fixtures.live_server import LiveServer, live_app, tiny_resources
 
 CLIP = audio_bytes(speechlike(2.0))
 

@@ -10,6 +10,7 @@ import pyarrow as pa
 from fastapi.testclient import TestClient
 
 from backend.app import create_app
+from backend.services.provider import feature_key
 from tests.backend.conftest import HOSTILE_KEY, N_FEATURES, XSS, copy_atlas, set_cell, settings_for
 
 
@@ -57,8 +58,9 @@ def test_feature_page_is_cached_and_gzipped(client: TestClient) -> None:
     zipped = client.get(f"/features/{f['id']}", headers={"Accept-Encoding": "gzip"})
     assert "content-encoding" not in plain.headers and zipped.headers["content-encoding"] == "gzip"
     assert zipped.text == plain.text  # httpx decodes the gzip body
-    atlas = client.app.state.atlas.current()
-    assert gzip.decompress(atlas.pages.get(("feature", f["id"]))).decode() == plain.text
+    provider = client.app.state.atlas
+    cached = provider.pages.get(feature_key(provider.current().version, f["id"]))
+    assert gzip.decompress(cached).decode() == plain.text
 
 
 def test_cached_page_fast_path_matches_the_route(client: TestClient) -> None:
@@ -186,9 +188,10 @@ def test_static_assets_and_vendored_htmx(client: TestClient) -> None:
 
 def test_background_prerendering_fills_the_page_cache(atlas_path: Path) -> None:
     with TestClient(create_app(settings_for(atlas_path, prerender_share=1.0))) as client:
-        atlas = client.app.state.atlas.current()
-        assert atlas.background is not None and atlas.background.done.wait(timeout=120)
+        provider = client.app.state.atlas
+        version = provider.current().version
+        assert provider.prerenderer is not None and provider.prerenderer.done.wait(timeout=120)
         health = client.get("/healthz").json()
         assert health["pages_cached"] >= N_FEATURES and not health["prerendering"]
-        cached = gzip.decompress(atlas.pages.get(("feature", 5))).decode()
+        cached = gzip.decompress(provider.pages.get(feature_key(version, 5))).decode()
         assert client.get("/features/5", headers={"Accept-Encoding": "identity"}).text == cached

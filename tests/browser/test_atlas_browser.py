@@ -18,8 +18,8 @@ from typing import Iterator
 import httpx
 import pytest
 
-from pipelines.atlas.synthetic import write_synthetic_atlas
 from tests.browser.conftest import shot
+from tests.fixtures.synthetic_atlas import write_synthetic_atlas
 
 pytestmark = pytest.mark.browser
 

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.backend.live_support import LiveServer, audio_bytes, live_app, speechlike
 from tests.browser.conftest import shot
+from tests.fixtures.audio import audio_bytes, speechlike
+from tests.fixtures.live_server import LiveServer, live_app
 
 pytestmark = pytest.mark.browser
 

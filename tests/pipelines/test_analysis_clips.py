@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pipelines.analysis.clips import GAP_S, WINDOW_S, split_words, transcribe_packed, transcription_windows
-from pipelines.model.tiny import tiny_whisper
+from tests.fixtures.tiny_whisper import tiny_whisper
 
 
 def test_windows_fill_30_s_in_order_with_gaps() -> None:

@@ -26,11 +26,11 @@ from pipelines.export.neuronpedia import export_neuronpedia
 from pipelines.export.parquet import export_parquet
 from pipelines.export.saelens import export_saelens
 from pipelines.model.encoder import encode, features_for, real_frames
-from pipelines.model.tiny import tiny_whisper
 from pipelines.model.transcribe import LANGUAGES, language_logits
 from pipelines.paths import RunPaths
 from pipelines.sae.saelens import load_sae, save_sae
-from tests.pipelines.analysis_support import tiny_sae
+from tests.fixtures.tiny_sae import tiny_sae
+from tests.fixtures.tiny_whisper import tiny_whisper
 
 SR = 16000
 CFG = AnalysisConfig(
@@ -154,13 +154,13 @@ def test_language_effects_equal_the_dense_formula(setup):
 
 
 def test_effect_gradients_from_the_cross_attention_equal_autograd_to_h(setup):
-    from pipelines.analysis.effects import LanguageEffects
+    from pipelines.analysis.effects import LanguageEffectEstimate
 
     bundle, clips = setup["bundle"], setup["clips"]
     audios = [decode_audio(setup["corpus"] / clips[r].path) for r in (0, 4)]
     n_frames = [real_frames(len(a)) for a in audios]
     h = encode(bundle, features_for(bundle, audios))
-    grads = LanguageEffects(bundle, setup["sae"], ["en", "ru"]).grad_real_frames(h, n_frames)
+    grads = LanguageEffectEstimate(bundle, setup["sae"], ["en", "ru"]).grad_real_frames(h, n_frames)
     h.requires_grad_(True)
     with torch.enable_grad():
         logp = torch.log_softmax(language_logits(bundle, h), -1)

@@ -7,7 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pipelines.analysis.groups import GroupTotals
 from pipelines.analysis.labels import (
+    ExampleWords,
     auto_labels,
     normalise_word,
     rate_shares,
@@ -142,16 +144,9 @@ def test_auto_labels_follow_the_rules():
     lang_mass = np.array([[10.0, 70.0], [0, 0], [4.0, 4.0], [0, 0], [0, 0]])
     labels, scores = auto_labels(
         np.array([10, 10, 10, 10, 0]),
-        cat_mass,
-        (cat_mass > 0) * 25,
-        cat_frames,
-        cats,
-        lang_mass,
-        (lang_mass > 0) * 25,
-        np.array([400, 400]),
-        LANGS,
-        [["hola", "que"], [], [], [], []],
-        np.array([0.6, 0, 0, 0, 0]),
+        GroupTotals(cats, frames_K=cat_frames, mass_FK=cat_mass, fires_FK=(cat_mass > 0) * 25),
+        GroupTotals(LANGS, frames_K=np.array([400, 400]), mass_FK=lang_mass, fires_FK=(lang_mass > 0) * 25),
+        ExampleWords([["hola", "que"], [], [], [], []], np.array([0.6, 0, 0, 0, 0])),
     )
     assert labels[0] == "es speech · 'hola'"
     assert scores[0] == pytest.approx(0.6)  # the weakest claim: the word

@@ -10,6 +10,7 @@ import torch
 
 from pipelines.activations import ActivationsMeta, append_shard
 from pipelines.analysis.config import AnalysisConfig
+from pipelines.analysis.groups import ClipGroups
 from pipelines.analysis.scan import read_windows, scan_activations, window_bounds
 from pipelines.analysis.streaming import (
     CoactiveCounter,
@@ -17,7 +18,7 @@ from pipelines.analysis.streaming import (
     hash_priority,
     quantile_examples,
 )
-from tests.pipelines.analysis_support import tiny_sae
+from tests.fixtures.tiny_sae import tiny_sae
 
 D, F, N_CLIPS = 16, 48, 30
 
@@ -52,7 +53,8 @@ CFG = AnalysisConfig(top_k=5, chunk_frames=90, reservoir=2, coactive_counters=F,
 @pytest.fixture(scope="module")
 def scanned(corpus):
     folder, sae, _, _, _, language, category = corpus
-    return scan_activations(folder, sae, language, 3, category, 3, CFG)
+    names = ["g0", "g1", "g2"]
+    return scan_activations(folder, sae, ClipGroups(names, language), ClipGroups(names, category), CFG)
 
 
 def clip_peaks_brute(latents: np.ndarray, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -81,12 +83,14 @@ def test_frame_statistics_equal_brute_force(corpus, scanned):
     frame_lang = language[index[:, 0]]
     for lang in range(3):
         on = frame_lang == lang
-        assert scanned.lang_frames[lang] == on.sum()
-        np.testing.assert_allclose(scanned.lang_mass[:, lang], latents[on].sum(0), rtol=1e-5)
-        np.testing.assert_array_equal(scanned.lang_fires[:, lang], fires[on].sum(0))
+        assert scanned.languages.frames_K[lang] == on.sum()
+        np.testing.assert_allclose(scanned.languages.mass_FK[:, lang], latents[on].sum(0), rtol=1e-5)
+        np.testing.assert_array_equal(scanned.languages.fires_FK[:, lang], fires[on].sum(0))
     frame_cat = category[index[:, 0]]
     for cat in range(3):
-        np.testing.assert_allclose(scanned.cat_mass[:, cat], latents[frame_cat == cat].sum(0), rtol=1e-5)
+        np.testing.assert_allclose(
+            scanned.categories.mass_FK[:, cat], latents[frame_cat == cat].sum(0), rtol=1e-5
+        )
 
 
 def test_top_examples_equal_brute_force_one_per_clip(corpus, scanned):
@@ -243,4 +247,5 @@ def test_hash_priority_is_deterministic_and_spread():
 def test_scan_reads_nothing_without_shards(tmp_path: Path):
     sae = tiny_sae(D, F, k=2)
     with pytest.raises(FileNotFoundError, match="extract"):
-        scan_activations(tmp_path, sae, np.zeros(1, int), 1, np.zeros(1, int), 1, CFG)
+        one = ClipGroups(["g0"], np.zeros(1, int))
+        scan_activations(tmp_path, sae, one, one, CFG)

@@ -13,10 +13,10 @@ import pytest
 import sqlalchemy as sa
 
 from pipelines.atlas import schema
-from pipelines.atlas.synthetic import write_synthetic_atlas
 from pipelines.atlas.tables import density_histogram_table
 from pipelines.atlas.writer import write_atlas
 from pipelines.audio import decode_audio
+from tests.fixtures.synthetic_atlas import write_synthetic_atlas
 
 
 @pytest.fixture(scope="module")

@@ -12,13 +12,13 @@ import pytest
 
 from pipelines.analysis.labels import word_at
 from pipelines.atlas.schema import metadata
-from pipelines.atlas.synthetic import write_synthetic_atlas
 from pipelines.errors import MissingStageError
 from pipelines.export.neuronpedia import export_neuronpedia, frame_labels
 from pipelines.export.parquet import export_parquet
 from pipelines.export.saelens import export_saelens
 from pipelines.sae.saelens import save_sae
-from tests.pipelines.analysis_support import tiny_sae
+from tests.fixtures.synthetic_atlas import write_synthetic_atlas
+from tests.fixtures.tiny_sae import tiny_sae
 
 N_FEATURES = 40
 

@@ -24,7 +24,7 @@ SECONDS = [1.3, 0.45, 2.0, 31.0, 0.8]
 
 @pytest.fixture(scope="module")
 def tiny():
-    from pipelines.model.tiny import tiny_whisper
+    from tests.fixtures.tiny_whisper import tiny_whisper
 
     return tiny_whisper()
 

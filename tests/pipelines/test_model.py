@@ -28,7 +28,7 @@ SR = 16000
 
 @pytest.fixture(scope="module")
 def tiny():
-    from pipelines.model.tiny import tiny_whisper
+    from tests.fixtures.tiny_whisper import tiny_whisper
 
     return tiny_whisper()
 

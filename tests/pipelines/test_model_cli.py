@@ -20,7 +20,7 @@ runner = CliRunner()
 
 @pytest.fixture(scope="module")
 def tiny_folder(tmp_path_factory) -> Path:
-    from pipelines.model.tiny import tiny_whisper
+    from tests.fixtures.tiny_whisper import tiny_whisper
 
     bundle = tiny_whisper()
     folder = tmp_path_factory.mktemp("tiny-model")

@@ -13,7 +13,7 @@ from pipelines.model.loader import ModelLoadError, load_whisper
 
 @pytest.fixture(scope="module")
 def tiny():
-    from pipelines.model.tiny import tiny_whisper
+    from tests.fixtures.tiny_whisper import tiny_whisper
 
     return tiny_whisper(seed=3)
 
@@ -27,7 +27,7 @@ def tiny_folder(tiny, tmp_path_factory) -> Path:
 
 
 def test_tiny_is_deterministic() -> None:
-    from pipelines.model.tiny import tiny_whisper
+    from tests.fixtures.tiny_whisper import tiny_whisper
 
     a, b = tiny_whisper(seed=5), tiny_whisper(seed=5)
     for (name, p), (_, q) in zip(a.model.state_dict().items(), b.model.state_dict().items()):

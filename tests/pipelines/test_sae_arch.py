@@ -8,7 +8,7 @@ import torch
 from pipelines.errors import AtlasError
 from pipelines.sae import SAEConfig, TrainConfig, build_sae
 from pipelines.sae.geometric_median import geometric_median
-from tests.pipelines.sae_support import one_thread  # noqa: F401  (fixture)
+from tests.fixtures.sae_data import one_thread  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -11,7 +11,7 @@ import torch
 from pipelines.corpus.manifest import Clip
 from pipelines.sae import SAEConfig, build_sae
 from pipelines.sae.evaluate import cer, eligible_clips, levenshtein, normalise_text, splice
-from tests.pipelines.sae_support import one_thread  # noqa: F401  (fixture)
+from tests.fixtures.sae_data import one_thread  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -50,7 +50,7 @@ def test_splice_replaces_real_frames_only() -> None:
 
 
 def test_spliced_eval_on_tiny_whisper(tmp_path: Path) -> None:
-    tiny = pytest.importorskip("pipelines.model.tiny")
+    tiny = pytest.importorskip("tests.fixtures.tiny_whisper")
     from pipelines.audio import write_flac
     from pipelines.sae.evaluate import spliced_eval
 

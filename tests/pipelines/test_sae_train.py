@@ -14,7 +14,7 @@ from pipelines.errors import MissingStageError
 from pipelines.paths import RunPaths
 from pipelines.sae import SAEConfig, TrainConfig, load_sae
 from pipelines.sae.train import SAETrainer, load_training_data, reconstruction_stats, train_sae
-from tests.pipelines.sae_support import (
+from tests.fixtures.sae_data import (
     one_thread,  # noqa: F401  (fixture)
     sparse_frames,
     write_run,

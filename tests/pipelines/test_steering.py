@@ -18,24 +18,21 @@ from pipelines.steering import (
     SteeringError,
     SteeringResources,
     SteeringSpec,
-    add_directions,
-    clamp_latents,
     encode_clip,
     language_means,
-    reconstruct,
     steer,
-    unit_rows,
     word_diff,
 )
-from tests.backend.live_support import speechlike
-from tests.pipelines.analysis_support import tiny_sae
+from pipelines.steering.directions import add_directions, clamp_latents, reconstruct, unit_rows
+from tests.fixtures.audio import speechlike
+from tests.fixtures.tiny_sae import tiny_sae
 
 D_SAE = 96
 
 
 @pytest.fixture(scope="module")
 def tiny():
-    from pipelines.model.tiny import tiny_whisper
+    from tests.fixtures.tiny_whisper import tiny_whisper
 
     return tiny_whisper()
 
@@ -213,8 +210,8 @@ def test_toward_language_from_the_atlas_uses_its_top_effects(res, audio) -> None
 def test_atlas_tables_are_read_for_steering(tmp_path) -> None:
     import duckdb
 
-    from pipelines.atlas.synthetic import write_synthetic_atlas
-    from pipelines.steering import read_atlas_steering_data, read_feature_labels
+    from pipelines.steering.resources import read_atlas_steering_data, read_feature_labels
+    from tests.fixtures.synthetic_atlas import write_synthetic_atlas
 
     atlas = write_synthetic_atlas(tmp_path / "atlas.duckdb", n_features=64, n_clips=8)
     data = read_atlas_steering_data(atlas, 64)

@@ -1,0 +1,230 @@
+"""The atlas queries as SQLAlchemy Core statements over `pipelines.atlas.schema`, compiled for DuckDB.
+
+`AtlasReader` (pipelines/atlas/reader.py) runs them; this module only builds them. Fixed statements are
+compiled once per process (`compiled(name)`); the feature list's is built per request from a
+`FeatureFilter`. A statement that names a column the schema no longer has fails when it is built, so the
+reader's tests catch a rename before anything runs.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass
+from typing import Any, Callable, Literal, cast
+
+import duckdb_engine
+import sqlalchemy as sa
+from sqlalchemy.sql.compiler import SQLCompiler
+
+from pipelines.atlas.schema import (
+    clip_mels,
+    clip_words,
+    clips,
+    density_histogram,
+    examples,
+    feature_categories,
+    feature_language_effects,
+    feature_languages,
+    features,
+    run,
+)
+
+_DIALECT = duckdb_engine.Dialect(paramstyle="numeric_dollar")
+"""Statements compile to DuckDB SQL with `$1, $2, ...` placeholders."""
+
+SortKey = Literal["id", "density_desc", "density_asc", "label_score", "selectivity", "max_act"]
+ORDER_BY: dict[str, tuple[sa.ColumnElement, ...]] = {
+    "id": (features.c.id,),
+    "density_desc": (features.c.density.desc(), features.c.id),
+    "density_asc": (features.c.density.asc(), features.c.id),
+    "label_score": (features.c.label_score.desc(), features.c.id),
+    "selectivity": (features.c.top_language_selectivity.desc(), features.c.id),
+    "max_act": (features.c.max_act.desc(), features.c.id),
+}
+"""The feature list's sort orders (the only ordering a request can choose)."""
+
+SUMMARY_COLUMNS = (
+    "id",
+    "density",
+    "max_act",
+    "label",
+    "label_score",
+    "top_language",
+    "top_language_selectivity",
+    "top_category",
+    "top_category_selectivity",
+)
+"""The `features` columns of a feature-list row."""
+
+
+@dataclass(frozen=True)
+class FeatureFilter:
+    """A feature-list query; the defaults filter nothing."""
+
+    q: str = ""
+    """A feature id (exact match listed first) or text found in the label or the top words."""
+    language: str = ""
+    """Top language, '' for any."""
+    category: str = ""
+    """Top category, '' for any."""
+    min_density: float = 0.0
+    max_density: float = 1.0
+    min_score: float = 0.0
+    """Lowest label score."""
+    min_selectivity: float = 0.0
+    """Lowest selectivity of the top language."""
+    include_dead: bool = False
+    """List features that never fire (density 0) too."""
+    sort: SortKey = "id"
+    limit: int = 50
+    offset: int = 0
+
+
+@functools.cache
+def compiled(name: str) -> Compiled:
+    """The fixed statement `name`, compiled once per process."""
+    return compile_statement(_STATEMENTS[name]())
+
+
+@dataclass(frozen=True)
+class Compiled:
+    """SQL text with `$n` placeholders, the parameter names in placeholder order, and the values bound at
+    build time (literals in the statement); named parameters are supplied per call."""
+
+    sql: str
+    order: tuple[str, ...]
+    bound: dict[str, object]
+
+    def values(self, params: dict[str, object]) -> list[object]:
+        return [params[name] if name in params else self.bound[name] for name in self.order]
+
+
+def compile_statement(statement: sa.ClauseElement) -> Compiled:
+    sql = cast(SQLCompiler, statement.compile(dialect=_DIALECT))
+    return Compiled(str(sql), tuple(sql.positiontup or ()), dict(sql.params))
+
+
+def _in_block(column: sa.ColumnElement) -> sa.ColumnElement[bool]:
+    return column.between(sa.bindparam("lo"), sa.bindparam("hi"))
+
+
+def _block_features() -> sa.Select:
+    return sa.select(features).where(_in_block(features.c.id)).order_by(features.c.id)
+
+
+def _block_examples() -> sa.Select:
+    c = examples.c
+    return sa.select(examples).where(_in_block(c.feature_id)).order_by(c.feature_id, c.kind.desc(), c.rank)
+
+
+def _block_shares(table: sa.Table, order: sa.ColumnElement) -> sa.Select:
+    return sa.select(table).where(_in_block(table.c.feature_id)).order_by(table.c.feature_id, order.desc())
+
+
+def _clip_top_features() -> sa.Select:
+    """Each feature's strongest example on one clip, strongest features first."""
+    rowid: sa.ColumnClause = sa.literal_column("rowid")
+    best = (
+        sa.select(sa.func.arg_max(rowid, examples.c.peak_act).label("row"))
+        .where(examples.c.clip_id == sa.bindparam("clip_id"))
+        .group_by(examples.c.feature_id)
+        .order_by(sa.func.max(examples.c.peak_act).desc(), examples.c.feature_id)
+        .limit(sa.bindparam("limit"))
+        .scalar_subquery()
+    )
+    c = examples.c
+    return (
+        sa.select(c.feature_id, c.kind, c.start_frame, c.end_frame, c.peak_frame, c.peak_act, c.acts)
+        .where(rowid.in_(best))
+        .order_by(c.peak_act.desc(), c.feature_id)
+    )
+
+
+def _below(column: sa.ColumnElement) -> sa.ColumnElement[bool]:
+    return column < sa.bindparam("d_sae")
+
+
+_STATEMENTS: dict[str, Callable[[], Any]] = {
+    "schema_version": lambda: sa.select(run.c.value).where(run.c.key == "schema_version"),
+    "run": lambda: sa.select(run.c.key, run.c.value).order_by(run.c.key),
+    "clips": lambda: sa.select(clips).order_by(clips.c.id),
+    "clip_words": lambda: sa.select(
+        clip_words.c.clip_id, clip_words.c.word, clip_words.c.start, clip_words.c.end
+    ).order_by(clip_words.c.clip_id, clip_words.c.idx),
+    "feature_index": lambda: sa.select(features.c.id, features.c.label, features.c.density).order_by(
+        features.c.id
+    ),
+    "density_histogram": lambda: sa.select(
+        density_histogram.c.log10_lo, density_histogram.c.log10_hi, density_histogram.c.n_features
+    ).order_by(density_histogram.c.bin),
+    "block_features": _block_features,
+    "block_examples": _block_examples,
+    "block_languages": lambda: _block_shares(feature_languages, feature_languages.c.act_share),
+    "block_categories": lambda: _block_shares(feature_categories, feature_categories.c.act_share),
+    "block_effects": lambda: _block_shares(feature_language_effects, feature_language_effects.c.effect),
+    "clip_top_features": _clip_top_features,
+    "clip_mel": lambda: sa.select(clip_mels.c.n_mels, clip_mels.c.n_frames, clip_mels.c.mel).where(
+        clip_mels.c.clip_id == sa.bindparam("clip_id")
+    ),
+    "labelled_features": lambda: sa.select(features.c.id, features.c.label).where(features.c.label != ""),
+    "typical_activations": lambda: sa.select(features.c.id, features.c.mean_act).where(_below(features.c.id)),
+    "language_effects": lambda: sa.select(
+        feature_language_effects.c.feature_id,
+        feature_language_effects.c.language,
+        feature_language_effects.c.effect,
+    ).where(_below(feature_language_effects.c.feature_id)),
+    "user_views": lambda: sa.text(
+        "SELECT view_name FROM duckdb_views() WHERE database_name = 'atlas' AND NOT internal"
+    ),
+    "user_macros": lambda: sa.text(
+        "SELECT function_name FROM duckdb_functions() WHERE database_name = 'atlas' "
+        "AND function_type IN ('macro', 'table_macro')"
+    ),
+}
+
+
+def filter_condition(spec: FeatureFilter) -> tuple[sa.ColumnElement[bool], int | None]:
+    """The WHERE clause of a feature-list query, and the feature id the search text names exactly (if any)."""
+    c = features.c
+    where: list[sa.ColumnElement[bool]] = []
+    if not spec.include_dead:
+        where.append(c.density > 0)
+    needle = spec.q.strip().lower()
+    exact_id = int(needle) if re.fullmatch(r"[0-9]{1,9}", needle) else None
+    if needle:
+        text = sa.func.lower(c.label.concat(" ").concat(sa.func.array_to_string(c.top_words, " ")))
+        found = sa.func.contains(text, needle)
+        where.append(sa.or_(found, c.id == exact_id) if exact_id is not None else found)
+    if spec.language:
+        where.append(c.top_language == spec.language)
+    if spec.category:
+        where.append(c.top_category == spec.category)
+    where += [
+        c.density >= spec.min_density,
+        c.density <= spec.max_density,
+        c.label_score >= spec.min_score,
+        c.top_language_selectivity >= spec.min_selectivity,
+    ]
+    return sa.and_(sa.true(), *where), exact_id
+
+
+def feature_list(spec: FeatureFilter) -> tuple[Compiled, Compiled]:
+    """(count of matches, the requested page of summary rows) for the feature list."""
+    condition, exact_id = filter_condition(spec)
+    order = ORDER_BY[spec.sort]
+    if exact_id is not None:
+        order = ((features.c.id == exact_id).desc(), *order)
+    page = (
+        sa.select(*(features.c[name] for name in SUMMARY_COLUMNS))
+        .where(condition)
+        .order_by(*order)
+        .limit(spec.limit)
+        .offset(spec.offset)
+    )
+    count = sa.select(sa.func.count()).select_from(features).where(condition)
+    return compile_statement(count), compile_statement(page)
+
+
+def whole_table(table: sa.Table) -> Compiled:
+    return compile_statement(sa.select(table))

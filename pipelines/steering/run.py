@@ -1,0 +1,172 @@
+"""One steering request: encode the clip once, plan the edit, decode three states in one batch.
+
+The encoder runs ONCE per request; baseline, SAE-reconstructed and steered states are decoded in ONE batched
+`transcribe_encoded` call. With an SAE on an intermediate layer the two edits are applied there and flow
+through the remaining encoder layers in one batched pass. The result's JSON (`SteerResult.to_dict`) is the
+answer of both the CLI and the API, with a word-level diff of the baseline and steered transcripts.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from pipelines.steering.directions import mean_frame_norm, reconstruct
+from pipelines.steering.plan import SteeringPlan, plan_steering
+from pipelines.steering.resources import SteeringResources
+from pipelines.steering.spec import MAX_NEW_TOKENS, SteeringSpec
+
+if TYPE_CHECKING:  # the model stack loads with the model, not with this module
+    from pipelines.model.loader import WhisperBundle
+    from pipelines.model.transcribe import Transcription
+
+TOP_LANGUAGES = 8
+"""Language probabilities reported per transcript (the rest of Whisper's 99 are near zero)."""
+
+
+@dataclass
+class EncodedClip:
+    """One clip through the encoder once: what live analysis and steering both start from."""
+
+    audio: np.ndarray
+    input_features_BMT: torch.Tensor
+    """(1, 80, 3000) log-mel."""
+    final_BTD: torch.Tensor
+    """(1, 1500, D) final encoder output."""
+    site_TD: torch.Tensor
+    """(T, D) real frames at the SAE's layer (a view of `final_BTD` when that is the final output)."""
+    n_frames: int
+
+
+def encode_clip(bundle: WhisperBundle, audio: np.ndarray, layer: int | None = None) -> EncodedClip:
+    """Run the encoder once, keeping the final output and the real frames at `layer` (None = final)."""
+    from pipelines.model.encoder import edit_layer, encode, features_for, real_frames
+
+    n = real_frames(len(audio))
+    feats_BMT = features_for(bundle, [audio])
+    if layer is None or layer == bundle.n_layers:
+        with torch.no_grad():
+            final = encode(bundle, feats_BMT)
+        return EncodedClip(audio, feats_BMT, final, final[0, :n], n)
+    captured: list[torch.Tensor] = []
+
+    def capture(out_BTD: torch.Tensor) -> torch.Tensor:
+        captured.append(out_BTD[0, :n].detach().to(torch.float32, copy=True))
+
+        return out_BTD
+
+    with torch.no_grad(), edit_layer(bundle, layer, capture):
+        final = encode(bundle, feats_BMT)
+    return EncodedClip(audio, feats_BMT, final, captured[0], n)
+
+
+def transcription_dict(t: Transcription) -> dict:
+    """JSON view of a `Transcription`: text, language, top language probabilities, degeneracy flag."""
+    probs = list(t.language_probs.items())[:TOP_LANGUAGES]
+    return {
+        "text": t.text,
+        "language": t.language,
+        "language_probs": {k: round(v, 4) for k, v in probs},
+        "repetitive": t.repetitive,
+    }
+
+
+@dataclass
+class SteerResult:
+    baseline: Transcription
+    """Transcription of the untouched encoder output."""
+    reconstructed: Transcription
+    """Transcription with the real frames replaced by the SAE reconstruction (no error term)."""
+    steered: Transcription
+    spec: SteeringSpec
+    plan: SteeringPlan
+    frame_norm: float
+    n_frames: int
+    hidden_3TD: torch.Tensor
+    """Final encoder states decoded, in order baseline / reconstructed / steered (real frames only)."""
+
+    def warnings(self) -> list[str]:
+        out = []
+        if self.steered.repetitive:
+            out.append("the steered output degenerated (a repetition loop or nothing): lower the strength")
+        if self.reconstructed.repetitive and not self.baseline.repetitive:
+            out.append("the SAE reconstruction alone already degrades this clip")
+        return out
+
+    def to_dict(self) -> dict:
+        """The JSON answer of the CLI and the API: three transcripts, what was applied, a word diff."""
+        names = ("baseline", "reconstructed", "steered")
+        return {
+            **{name: transcription_dict(getattr(self, name)) for name in names},
+            "features_used": [asdict(f) for f in self.plan.features_used],
+            "source_language": self.plan.source_language,
+            "target_language": self.plan.target_language,
+            "selection": self.plan.selection,
+            "mode": self.spec.mode,
+            "method": self.spec.method,
+            "scale": self.spec.scale,
+            "frame_norm": round(self.frame_norm, 4),
+            "diff": word_diff(self.baseline.text, self.steered.text),
+            "warnings": self.warnings(),
+        }
+
+
+def steer(res: SteeringResources, audio: np.ndarray, spec: SteeringSpec) -> SteerResult:
+    """Transcribe `audio` as is, through the SAE, and steered by `spec`, encoding once."""
+    from pipelines.model.transcribe import transcribe_encoded
+
+    clip = encode_clip(res.bundle, audio, res.layer)
+    n = clip.n_frames
+    with torch.no_grad():
+        plan = plan_steering(res, spec, clip.site_TD, clip.final_BTD, n)
+        hidden_3TD = _edited_states(res, clip, plan)
+        tokens = min(spec.max_new_tokens, MAX_NEW_TOKENS)
+        baseline, reconstructed, steered = transcribe_encoded(
+            res.bundle, hidden_3TD, max_new_tokens=tokens, n_frames=[n, n, n], first_row_is_reference=True
+        )
+    frame_norm = mean_frame_norm(clip.site_TD)
+    return SteerResult(baseline, reconstructed, steered, spec, plan, frame_norm, n, hidden_3TD[:, :n])
+
+
+def _edited_states(res: SteeringResources, clip: EncodedClip, plan: SteeringPlan) -> torch.Tensor:
+    """(3, 1500, D) final encoder states: untouched, SAE-reconstructed and steered at the SAE's layer."""
+    from pipelines.model.encoder import edit_layer, encode
+
+    n = clip.n_frames
+    site_edits = [lambda h: reconstruct(res.sae, h), plan.edit]
+    if res.layer is None or res.layer == res.bundle.n_layers:
+        states = [clip.final_BTD[0]]
+        for edit in site_edits:
+            state = clip.final_BTD[0].clone()
+            state[:n] = edit(clip.site_TD)
+            states.append(state)
+        return torch.stack(states)
+
+    def edit_items(out_BTD: torch.Tensor) -> torch.Tensor:  # the edit flows through the remaining layers
+        out = out_BTD.clone()
+        with torch.autocast(out.device.type, enabled=False):  # the SAE in float32, as planned
+            for b, edit in enumerate(site_edits):
+                out[b, :n] = edit(out_BTD[b, :n].float()).to(out.dtype)
+        return out
+
+    with edit_layer(res.bundle, res.layer, edit_items):
+        edited = encode(res.bundle, clip.input_features_BMT.expand(2, -1, -1))
+    return torch.cat([clip.final_BTD, edited])
+
+
+def word_diff(before: str, after: str) -> list[dict[str, str]]:
+    """Word-level diff: a list of {"op": "equal"|"delete"|"insert", "text": ...} (a replace is both)."""
+    a, b = before.split(), after.split()
+    ops: list[dict[str, str]] = []
+    for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(a=a, b=b, autojunk=False).get_opcodes():
+        if tag == "equal":
+            ops.append({"op": "equal", "text": " ".join(a[i1:i2])})
+        if tag in ("delete", "replace"):
+            ops.append({"op": "delete", "text": " ".join(a[i1:i2])})
+        if tag in ("insert", "replace"):
+            ops.append({"op": "insert", "text": " ".join(b[j1:j2])})
+    return ops

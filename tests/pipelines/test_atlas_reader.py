@@ -1,0 +1,134 @@
+"""The atlas reader: every table and query through the SQLAlchemy-built statements, on a file written by the
+real writer, and the lock-down that keeps a shared atlas file from reaching out."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pytest
+
+from pipelines.atlas import queries, schema
+from pipelines.atlas.reader import AtlasFileError, AtlasReader, FeatureFilter
+from tests.fixtures.synthetic_atlas import write_synthetic_atlas
+
+N_FEATURES = 96
+
+
+@pytest.fixture(scope="module")
+def atlas(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("atlas") / "atlas.duckdb"
+    return write_synthetic_atlas(path, n_features=N_FEATURES, n_clips=14, seed=2)
+
+
+@pytest.fixture(scope="module")
+def reader(atlas: Path):
+    with AtlasReader.open(atlas) as opened:
+        yield opened
+
+
+def plain(atlas: Path, sql: str, *params: object) -> list[tuple]:
+    with duckdb.connect(str(atlas), read_only=True) as con:
+        return con.execute(sql, list(params)).fetchall()
+
+
+def test_every_fixed_statement_builds_from_the_schema() -> None:
+    for name in queries._STATEMENTS:
+        assert queries.compiled(name).sql.strip(), name
+
+
+def test_every_table_reads_with_the_schema_columns(reader: AtlasReader, atlas: Path) -> None:
+    for name, table in schema.metadata.tables.items():
+        got = reader.table(name)
+        assert got.column_names == [c.name for c in table.columns], name
+        ((count,),) = plain(atlas, f'SELECT count(*) FROM "{name}"')
+        assert got.num_rows == count, name
+
+
+def test_whole_atlas_reads_match_plain_sql(reader: AtlasReader, atlas: Path) -> None:
+    run = reader.run_metadata()
+    assert run["schema_version"] == schema.SCHEMA_VERSION and run["n_features"] == N_FEATURES
+    assert [c["id"] for c in reader.clips()] == [
+        r[0] for r in plain(atlas, "SELECT id FROM clips ORDER BY id")
+    ]
+    ids, labels, density = reader.feature_index()
+    assert ids.tolist() == list(range(N_FEATURES)) and len(labels) == len(density) == N_FEATURES
+    words = reader.clip_words()
+    assert sum(map(len, words.values())) == plain(atlas, "SELECT count(*) FROM clip_words")[0][0]
+    assert len(reader.density_histogram()) == plain(atlas, "SELECT count(*) FROM density_histogram")[0][0]
+
+
+def test_feature_block_holds_exactly_its_range(reader: AtlasReader, atlas: Path) -> None:
+    block = reader.feature_block(10, 41)
+    assert block.features.column("id").to_pylist() == list(range(10, 42))
+    ((n_examples,),) = plain(atlas, "SELECT count(*) FROM examples WHERE feature_id BETWEEN 10 AND 41")
+    assert block.examples.num_rows == n_examples
+    feature_ids = block.examples.column("feature_id").to_numpy()
+    assert (np.diff(feature_ids) >= 0).all()
+
+
+def test_feature_list_filters_and_counts(reader: AtlasReader, atlas: Path) -> None:
+    total, rows = reader.list_features(FeatureFilter(sort="density_desc", limit=5))
+    ((live,),) = plain(atlas, "SELECT count(*) FROM features WHERE density > 0")
+    assert total == live and len(rows) == 5
+    assert [r["density"] for r in rows] == sorted((r["density"] for r in rows), reverse=True)
+    total, rows = reader.list_features(FeatureFilter(q="7", include_dead=True))
+    assert rows[0]["id"] == 7  # an exact id comes first
+
+
+def test_steering_reads(reader: AtlasReader, atlas: Path) -> None:
+    typical = reader.typical_activations(N_FEATURES)
+    assert typical is not None and typical.shape == (N_FEATURES,)
+    mean_acts = dict(plain(atlas, "SELECT id, mean_act FROM features"))
+    assert np.allclose(typical, [mean_acts[i] for i in range(N_FEATURES)])
+    assert reader.typical_activations(4) is not None and reader.typical_activations(4).shape == (4,)
+    labelled = plain(atlas, "SELECT count(*) FROM features WHERE label <> ''")[0][0]
+    assert len(reader.feature_labels()) == labelled
+
+
+def _tampered(atlas: Path, tmp_path: Path, *statements: str) -> Path:
+    copy = tmp_path / "tampered.duckdb"
+    shutil.copy(atlas, copy)
+    with duckdb.connect(str(copy)) as con:
+        for statement in statements:
+            con.execute(statement)
+    return copy
+
+
+def test_an_atlas_with_a_file_reading_view_is_refused(atlas: Path, tmp_path: Path) -> None:
+    secret = tmp_path / "secret.txt"
+    secret.write_text("server secret")
+    hostile = _tampered(
+        atlas,
+        tmp_path,
+        "DROP TABLE run",
+        f"CREATE VIEW run AS SELECT 'schema_version' AS key, content AS value FROM read_text('{secret}')",
+    )
+    with pytest.raises(AtlasFileError, match="views or macros"):
+        AtlasReader.open(hostile)
+
+
+def test_an_atlas_with_a_macro_is_refused(atlas: Path, tmp_path: Path) -> None:
+    hostile = _tampered(atlas, tmp_path, "CREATE MACRO plus_one(x) AS x + 1")
+    with pytest.raises(AtlasFileError, match="views or macros"):
+        AtlasReader.open(hostile)
+
+
+def test_queries_cannot_reach_files_or_change_settings(reader: AtlasReader, tmp_path: Path) -> None:
+    (tmp_path / "x.txt").write_text("x")
+    with pytest.raises(duckdb.Error):
+        reader.cursor().execute(f"SELECT * FROM read_text('{tmp_path / 'x.txt'}')").fetchall()
+    with pytest.raises(duckdb.Error):
+        reader.cursor().execute("SET enable_external_access = true")
+
+
+def test_other_schema_versions_and_broken_files_are_refused(atlas: Path, tmp_path: Path) -> None:
+    old = _tampered(atlas, tmp_path, "UPDATE run SET value = '0' WHERE key = 'schema_version'")
+    with pytest.raises(AtlasFileError, match="schema version 0"):
+        AtlasReader.open(old)
+    half = tmp_path / "half.duckdb"
+    half.write_bytes(atlas.read_bytes()[: atlas.stat().st_size // 3])
+    with pytest.raises(AtlasFileError):
+        AtlasReader.open(half)
