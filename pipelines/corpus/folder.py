@@ -1,8 +1,9 @@
 """Add a folder of the user's own audio to a corpus, optionally described by a CSV manifest.
 
-Every file (or every file the CSV lists) is decoded with FFmpeg whatever its format; files that are empty,
-truncated or not audio are skipped with a one-line reason, and the corpus manifest is only rewritten
-(atomically) once all good files are stored. Clip ids come from the file paths, made URL-safe and unique.
+Every file (or every file the CSV lists) is decoded in a worker process (`pipelines.audio_sandbox`); files
+that are empty, truncated or not audio, or that crash or hang the decoder, are skipped with a one-line reason,
+and the corpus manifest is only rewritten (atomically) once all good files are stored. Clip ids come from the
+file paths, made URL-safe and unique.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import time
 from functools import partial
 from pathlib import Path
 
-from pipelines.audio import decode_audio
+from pipelines.audio_sandbox import decode_file_isolated
 from pipelines.corpus.candidate import ADDED_KEY, Candidate, language_code, slug
 from pipelines.corpus.manifest import CATEGORIES, SPEECH
 from pipelines.corpus.store import append
@@ -22,6 +23,9 @@ from pipelines.paths import DEFAULT_CORPUS, corpus_dir
 
 MAX_SECONDS = 600.0
 """Only the first 10 minutes of a file are kept (Whisper reads 30 s windows)."""
+
+DECODE_TIMEOUT_S = 120.0
+"""A file whose decoding takes longer is skipped (10 minutes of audio decode in a few seconds)."""
 
 
 def add_folder(
@@ -69,7 +73,9 @@ def _candidate(folder: Path, source: str, row: dict[str, str]) -> Candidate:
     category = (row.get("category") or "").strip() or SPEECH
     return Candidate(
         id=slug("user", Path(relative).with_suffix("").as_posix()),
-        load=partial(decode_audio, folder / relative, max_seconds=MAX_SECONDS),
+        load=partial(
+            decode_file_isolated, folder / relative, max_seconds=MAX_SECONDS, timeout_s=DECODE_TIMEOUT_S
+        ),
         seconds=0.0,
         category=category,
         source=source,

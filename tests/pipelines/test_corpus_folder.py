@@ -11,11 +11,14 @@ from typer.testing import CliRunner
 
 from pipelines.audio import SAMPLE_RATE, decode_audio
 from pipelines.cli import app
+from pipelines.corpus import folder as folder_module
 from pipelines.corpus.folder import add_folder
 from pipelines.corpus.manifest import read_manifest
 from pipelines.errors import AtlasError
 from pipelines.paths import corpus_dir
+from tests.fixtures import hostile_audio
 from tests.fixtures.audio import encode_tone, video_only
+from tests.fixtures.hostile_audio import faulty_workers
 
 SAFE_ID = re.compile(r"[A-Za-z0-9._-]+")
 HOSTILE = [
@@ -117,3 +120,30 @@ def test_cli_add_folder_and_info(data_root: Path, tmp_path: Path) -> None:
     missing = runner.invoke(app, ["corpus", "add-folder", str(tmp_path / "nope")])
     assert missing.exit_code == 1 and "error:" in missing.output
     assert runner.invoke(app, ["corpus", "info", "--corpus", "none"]).exit_code == 1
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_cli_add_folder_skips_files_that_crash_or_hang_the_decoder(
+    data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: int
+) -> None:
+    """A file that crashes or hangs the decoder costs a line in the skips, not the run (it was exit 139)."""
+    folder = tmp_path / "risky"
+    folder.mkdir()
+    for i in range(8):  # more than 8 files: with 2 workers the corpus store decodes in a process pool
+        encode_tone(folder / f"good-{i}.wav", 1.0)
+    hostile_audio.std_wav(folder / "eight-channels.wav", 8, 44100, 0.5)  # crashed PyAV
+    hostile_audio.encoded(folder / "surround.webm", "webm", "libopus", 48000, "7.1")  # crashed PyAV
+    hostile_audio.std_wav(folder / "crash.wav", 1, 16000, 1.0)
+    hostile_audio.std_wav(folder / "hang.wav", 1, 16000, 1.0)
+    (folder / "stream.sdp").write_text("v=0\nc=IN IP4 127.0.0.1\nm=audio 5004 RTP/AVP 0\n")
+    monkeypatch.setattr(folder_module, "DECODE_TIMEOUT_S", 3.0)
+    command = ["corpus", "add-folder", str(folder), "--corpus", "risky", "--workers", str(workers)]
+    with faulty_workers(tmp_path / "faulty"):
+        result = CliRunner().invoke(app, command)
+    assert result.exit_code == 0, result.output
+    output = " ".join(result.output.split())
+    assert "added 10 clips, skipped 3" in output
+    assert "skipped crash.wav: the decoder crashed on this file (killed by SIGSEGV)" in output
+    assert "skipped hang.wav: decoding took longer than 3 s (stopped)" in output
+    assert "skipped stream.sdp: not an accepted audio format" in output
+    assert len(read_manifest(corpus_dir("risky"))) == 10
