@@ -184,46 +184,86 @@ _STATEMENTS: dict[str, Callable[[], Any]] = {
 }
 
 
-def filter_condition(spec: FeatureFilter) -> tuple[sa.ColumnElement[bool], int | None]:
-    """The WHERE clause of a feature-list query, and the feature id the search text names exactly (if any)."""
+@dataclass(frozen=True)
+class _ListShape:
+    """What decides the SQL text of a feature-list query (the values are parameters): one compile each."""
+
+    include_dead: bool
+    search: bool
+    exact_id: bool
+    language: bool
+    category: bool
+    sort: SortKey
+
+
+def _condition(shape: _ListShape) -> sa.ColumnElement[bool]:
     c = features.c
     where: list[sa.ColumnElement[bool]] = []
-    if not spec.include_dead:
+    if not shape.include_dead:
         where.append(c.density > 0)
-    needle = spec.q.strip().lower()
-    exact_id = int(needle) if re.fullmatch(r"[0-9]{1,9}", needle) else None
-    if needle:
+    if shape.search:
         text = sa.func.lower(c.label.concat(" ").concat(sa.func.array_to_string(c.top_words, " ")))
-        found = sa.func.contains(text, needle)
-        where.append(sa.or_(found, c.id == exact_id) if exact_id is not None else found)
-    if spec.language:
-        where.append(c.top_language == spec.language)
-    if spec.category:
-        where.append(c.top_category == spec.category)
+        found = sa.func.contains(text, sa.bindparam("needle"))
+        where.append(sa.or_(found, c.id == sa.bindparam("exact_id")) if shape.exact_id else found)
+    if shape.language:
+        where.append(c.top_language == sa.bindparam("language"))
+    if shape.category:
+        where.append(c.top_category == sa.bindparam("category"))
     where += [
-        c.density >= spec.min_density,
-        c.density <= spec.max_density,
-        c.label_score >= spec.min_score,
-        c.top_language_selectivity >= spec.min_selectivity,
+        c.density >= sa.bindparam("min_density"),
+        c.density <= sa.bindparam("max_density"),
+        c.label_score >= sa.bindparam("min_score"),
+        c.top_language_selectivity >= sa.bindparam("min_selectivity"),
     ]
-    return sa.and_(sa.true(), *where), exact_id
+    return sa.and_(sa.true(), *where)
 
 
-def feature_list(spec: FeatureFilter) -> tuple[Compiled, Compiled]:
-    """(count of matches, the requested page of summary rows) for the feature list."""
-    condition, exact_id = filter_condition(spec)
-    order = ORDER_BY[spec.sort]
-    if exact_id is not None:
-        order = ((features.c.id == exact_id).desc(), *order)
+@functools.cache
+def _feature_list_statements(shape: _ListShape) -> tuple[Compiled, Compiled]:
+    condition = _condition(shape)
+    order = ORDER_BY[shape.sort]
+    if shape.exact_id:
+        order = ((features.c.id == sa.bindparam("exact_id")).desc(), *order)
     page = (
         sa.select(*(features.c[name] for name in SUMMARY_COLUMNS))
         .where(condition)
         .order_by(*order)
-        .limit(spec.limit)
-        .offset(spec.offset)
+        .limit(sa.bindparam("limit"))
+        .offset(sa.bindparam("offset"))
     )
     count = sa.select(sa.func.count()).select_from(features).where(condition)
     return compile_statement(count), compile_statement(page)
+
+
+def feature_list(spec: FeatureFilter) -> tuple[Compiled, Compiled, dict[str, object]]:
+    """(count of matches, the requested page of summary rows, their parameters) for the feature list.
+
+    The search text matches the label or top words (case-insensitive); text that is a whole number also
+    matches that feature id, which is listed first."""
+    needle = spec.q.strip().lower()
+    exact_id = int(needle) if re.fullmatch(r"[0-9]{1,9}", needle) else None
+    shape = _ListShape(
+        spec.include_dead,
+        bool(needle),
+        exact_id is not None,
+        bool(spec.language),
+        bool(spec.category),
+        spec.sort,
+    )
+    params: dict[str, object] = {
+        "needle": needle,
+        "exact_id": exact_id,
+        "language": spec.language,
+        "category": spec.category,
+        "min_density": spec.min_density,
+        "max_density": spec.max_density,
+        "min_score": spec.min_score,
+        "min_selectivity": spec.min_selectivity,
+        "limit": spec.limit,
+        "offset": spec.offset,
+    }
+    count, page = _feature_list_statements(shape)
+    return count, page, params
 
 
 def whole_table(table: sa.Table) -> Compiled:

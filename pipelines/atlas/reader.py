@@ -192,9 +192,9 @@ class AtlasReader:
 
     def list_features(self, spec: FeatureFilter) -> tuple[int, list[dict[str, Any]]]:
         """(matching features in all, the requested page of summary rows) for the feature list."""
-        count, page = feature_list(spec)
-        ((total,),) = self._execute(count, {}).fetchall()
-        rows = self._execute(page, {}).fetchall()
+        count, page, params = feature_list(spec)
+        ((total,),) = self._execute(count, params).fetchall()
+        rows = self._execute(page, params).fetchall()
         return total, [dict(zip(SUMMARY_COLUMNS, row)) for row in rows]
 
     def feature_block(self, lo: int, hi: int) -> FeatureBlock:

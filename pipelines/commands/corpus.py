@@ -29,7 +29,7 @@ def build_command(
 
 
 def add_folder_command(
-    path: Annotated[Path, typer.Argument(help="Folder of audio files (any format FFmpeg decodes).")],
+    path: Annotated[Path, typer.Argument(help="Folder of audio files (WAV, FLAC, MP3, Ogg, WebM, M4A).")],
     corpus: CorpusOption = DEFAULT_CORPUS,
     manifest: Annotated[
         Optional[Path],
