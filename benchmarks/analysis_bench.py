@@ -1,6 +1,6 @@
 """Analysis scaling: peak memory and time of the streaming pass at N and 4N frames with the same SAE.
 
-Target (DESIGN.md): memory bounded by features x k, independent of corpus size; time linear in frames.
+Target: memory bounded by features x k, independent of corpus size; time linear in frames.
 Each size runs in a fresh subprocess on synthetic activation shards (random frames, clips of 1-15 s) and a
 random TopK SAE; memory is the peak anonymous RSS (sampled every 2 ms, page-cache pages of the memory-mapped
 shards excluded) above the process's RSS just before the pass. Timed: the streaming pass plus the example

@@ -1,6 +1,6 @@
 """Feature-page latency under load: the real server (uvicorn, one worker) on loopback, 32 concurrent clients.
 
-Target (DESIGN.md): p50 <= 30 ms and p99 <= 150 ms for random /features/{id} pages at 32 concurrent clients
+Target: p50 <= 30 ms and p99 <= 150 ms for random /features/{id} pages at 32 concurrent clients
 on 2 cores, with an atlas of >= 16k features, and zero errors. The atlas is synthetic but written through the
 real build code (tests/fixtures/synthetic_atlas.py), so the server reads exactly the real schema.
 

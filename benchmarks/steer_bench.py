@@ -1,6 +1,6 @@
 """Steering latency against one plain transcription of the same clip, measured in the same run.
 
-Target (DESIGN.md): steering a 10 s clip returns baseline and steered results in <= 2.5x the time of one plain
+Target: steering a 10 s clip returns baseline and steered results in <= 2.5x the time of one plain
 transcription. A steering request (pipelines.steering.steer) runs the encoder ONCE, the SAE on the real
 frames, and ONE batched greedy decode of three states (baseline, SAE-reconstructed, steered); the plain
 transcription (pipelines.model.transcribe.transcribe) is encoder + one greedy decode. Both get the same token

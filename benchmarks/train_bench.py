@@ -1,6 +1,6 @@
 """SAE training: our TopK trainer against SAELens' TopK trainer (library defaults) on the same activations.
 
-Target (DESIGN.md): >= 1.5x SAELens' frames/s on the same activations and hardware, reaching no worse FVU in
+Target: >= 1.5x SAELens' frames/s on the same activations and hardware, reaching no worse FVU in
 equal wall time. sae-lens is not a project dependency, so this runs in a separate environment:
 
     python3 -m venv .venv-bench && .venv-bench/bin/pip install torch==2.13.0 sae-lens
@@ -11,13 +11,13 @@ trainer's seeded whole-clip split; otherwise synthetic Whisper-like frames (prin
 d 512 in clips of 100-400 frames (10% of clips held out), each a shared offset + a per-clip offset + a
 sparse non-negative sum of 8,192 unit atoms with Zipf-distributed frequencies (~40 active) + noise, norms ~33.
 
-Same threads, batch 256, d_sae 4,096, k 32; lr: ours its default, SAELens 1e-3 (as in facts/; its library
-default is 3e-4). (1) ours and SAELens for E epochs, built one after the other and then trained epoch by
-epoch in turn, so load drifts on a shared machine hit both alike; (2) ours again for as many epochs as fit
-in SAELens' wall time. Wall time covers each trainer's set-up and epochs (ours includes its per-epoch
-held-out FVU); final evaluation is excluded. FVU is computed by one function for both:
-sum ||x - x_hat||^2 / sum ||x - mean(x)||^2 over frames, in the activations' own units.
-Another data folder: WHISPER_ATLAS_DATA=/path/to/data .venv-bench/bin/python benchmarks/train_bench.py
+Same threads, batch 256, d_sae 4,096, k 32; lr: ours its default, SAELens 1e-3 (a common TopK setting; its
+library default is 3e-4). (1) ours and SAELens for E epochs, built one after the other and then trained epoch
+by epoch in turn, so load drifts on a shared machine hit both alike; (2) ours again for as many epochs as fit
+in SAELens' wall time. Wall time covers each trainer's set-up and epochs (ours includes its per-epoch held-out
+FVU); final evaluation is excluded. FVU is computed by one function for both: sum ||x - x_hat||^2 / sum ||x -
+mean(x)||^2 over frames, in the activations' own units. Another data folder: WHISPER_ATLAS_DATA=/path/to/data
+.venv-bench/bin/python benchmarks/train_bench.py
 """
 
 from __future__ import annotations

@@ -1,10 +1,11 @@
 """Background pre-rendering: every feature page rendered once after an atlas opens, at a bounded CPU share.
 
 A feature page costs a few milliseconds of Python to render and a fraction of one to serve from the page
-cache; under 32 concurrent clients that difference is the whole latency budget (DESIGN.md targets p50 <= 30
-ms). So when an atlas version opens, one daemon thread walks the feature ids in order and renders the pages
-that are not cached yet, sleeping between pages so it uses at most `share` of one core, and stops when the
-atlas is swapped, the server shuts down, or the page cache is nearly full (rendering more would only evict).
+cache; under 32 concurrent clients that difference is the whole latency budget (benchmarks/server_bench.py
+targets p50 <= 30 ms). So when an atlas version opens, one daemon thread walks the feature ids in order and
+renders the pages that are not cached yet, sleeping between pages so it uses at most `share` of one core, and
+stops when the atlas is swapped, the server shuts down, or the page cache is nearly full (rendering more would
+only evict).
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Build the default multilingual corpus from real audio in Debian packages, offline and deterministically.
 
-Composition (facts/corpus-sources.md): Asterisk prompts as parallel sentences in en/es/fr/it/ru, Fish Fillets
-voices in cs/nl (parallel pairs), real music, effects and laughter, and synthesized noise, tones and silence.
+Composition (sources in pipelines/corpus/debian.py, credited in the corpus NOTICE): Asterisk prompts as
+parallel sentences in en/es/fr/it/ru, Fish Fillets voices in cs/nl (parallel pairs), real music, effects and
+laughter, and synthesized noise, tones and silence.
 Every clip is decoded once to 16 kHz mono FLAC. The build writes a new folder and swaps it in, so readers see
 the old corpus or the new one, never a mix; clips added with `add-folder`/`add-hf` are carried over.
 """

