@@ -210,6 +210,7 @@ def _describe_clips(
         lambda _rows, hidden, frames: effects.add(hidden, frames) if effects else None,
         cfg.max_new_tokens,
         advance=steps.bar("mels, transcripts, effects", len(rows)),
+        aligner=cfg.aligner,
     )
     table.n_frames = scan.clip_frames
     return table, text

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import NonNegativeInt, PositiveInt
 
@@ -53,6 +53,11 @@ class AnalysisConfig:
     """Languages whose logit effects are stored, besides the corpus's own languages."""
     max_new_tokens: PositiveInt = 96
     """Decoder budget per clip transcript (a wrong or looping decode stops there)."""
+    aligner: Literal["ct2", "transformers"] = "transformers"
+    """Word times: `transformers` times Whisper's own words with transformers' generate (the reference
+    implementation, still the default until a full default-corpus run has been timed and checked with `ct2`);
+    `ct2` forced-aligns the reference transcript where a speech clip has one and decodes the rest with
+    CTranslate2 (about 10x faster decoding, benchmarks/align_bench.py)."""
     seed: int = 0
     """Seed of the reservoir priorities and of the quantile draws (the analysis is deterministic)."""
 

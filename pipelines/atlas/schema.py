@@ -15,8 +15,9 @@ What the tables hold (written by `pipelines.atlas.build` from `pipelines.analysi
   minutes_by_category, clips_by_category}), `languages` and `categories` (the columns of the two share
   tables), `effect_languages`, `analysis` ({config, notes, timings, effect_clips, transcriber}), `built_at`.
 - `clips`: every manifest clip, `id` = its manifest row (the activations index uses the same rows);
-  `clip_mels`: its log-mel once, uint8 with the values 0 and 255 stand for; `clip_words`: Whisper's words
-  with start/end seconds (speech decoded in the clip's language, other clips in the detected one).
+  `clip_mels`: its log-mel once, uint8 with the values 0 and 255 stand for; `clip_words`: its words with
+  start/end seconds: Whisper's (speech decoded in the clip's language, other clips in the detected one), or
+  with `AnalysisConfig.aligner = "ct2"` the reference transcript's where a speech clip has one.
 - `features`: one row per SAE latent (dead ones included: density 0, empty label and lists). The histogram
   is over firing frames on a fixed log-spaced grid (8 bins per decade), trimmed to the non-empty range
   (`hist_edges` has one more entry than `hist_counts`; the end bins also hold values beyond the grid).
@@ -91,7 +92,7 @@ clip_words = sa.Table(
     sa.Column("word", sa.String, nullable=False),
     sa.Column("start", sa.Float, nullable=False),
     sa.Column("end", sa.Float, nullable=False),
-    comment="Word alignment of Whisper's transcript (cross-attention alignment heads).",
+    comment="Word alignment (cross-attention alignment heads) of Whisper's or the reference transcript.",
 )
 
 features = sa.Table(

@@ -219,8 +219,9 @@ def transcribe_encoded(
         text = bundle.processor.tokenizer.decode(tokens, skip_special_tokens=True).strip()
         words = []
         if word_timestamps:
-            times = out["token_timestamps"][row].cpu().numpy()[begin:]
-            times = np.append(times, times[-1:])  # the last token's end when no end-of-text follows
+            # transformers (>= 4.50) gives each token's END time; a token starts where the one before ends
+            ends = out["token_timestamps"][row].cpu().numpy()
+            times = np.concatenate([[0.0], ends])[begin:]  # times[i] = start of token i, times[i+1] its end
             words = group_words(
                 bundle.processor.tokenizer,
                 tokens,

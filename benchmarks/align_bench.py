@@ -1,0 +1,144 @@
+"""Word alignment: forced alignment on CTranslate2 vs transformers' generate with word timestamps.
+
+The analysis pass times the words of N speech clips of the default corpus (the first `--per-language` clips
+with a reference transcript in each language), packed into shared 30 s windows as `analyze` packs them.
+Each window is encoded once (timed apart: the same for every path), then its words are timed three ways:
+
+- `transformers`: `transcribe_encoded` with word timestamps (greedy generate + DTW), the reference path;
+- `ct2 align`: forced alignment of the window's reference transcripts (`token_times`), the new word path;
+- `ct2 decode+align`: CTranslate2 greedy decode + alignment of its tokens (`transcribe_words`), which gives
+  `analyze` Whisper's hypothesis (and the words of clips without a reference).
+
+Agreement, on clips whose transformers transcript equals the reference (normalised): median and p90 of
+`boundary_differences` between the forced-aligned reference words and transformers' words.
+
+    .venv/bin/python benchmarks/align_bench.py [--per-language 4] [--max-seconds 12]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+from pipelines.analysis.clips import (
+    WINDOW_SAMPLES,
+    ClipWords,
+    pack_window,
+    split_words,
+    token_budget,
+    transcription_windows,
+)
+from pipelines.audio import SAMPLE_RATE, decode_audio
+from pipelines.corpus.manifest import SPEECH, Clip, read_manifest
+from pipelines.model.align import (
+    FastWhisper,
+    boundary_differences,
+    load_fast,
+    reference_tokens,
+    token_times,
+    transcribe_words,
+)
+from pipelines.model.encoder import encode, features_for, real_frames
+from pipelines.model.loader import load_whisper
+from pipelines.model.transcribe import group_words, transcribe_encoded
+from pipelines.paths import corpus_dir
+from pipelines.sae.evaluate import normalise_text
+
+MAX_NEW_TOKENS = 96
+
+
+def chosen_clips(per_language: int, max_seconds: float) -> dict[str, list[Clip]]:
+    by_language: dict[str, list[Clip]] = {}
+    for clip in read_manifest(corpus_dir()):
+        if clip.category == SPEECH and clip.transcript and clip.duration <= max_seconds:
+            group = by_language.setdefault(clip.language, [])
+            if len(group) < per_language:
+                group.append(clip)
+    return by_language
+
+
+def reference_words(
+    fast: FastWhisper, times: np.ndarray, refs: list[list[int]], starts: list[float], language: str
+) -> list[ClipWords]:
+    """Per clip, its reference words from the window's forced alignment, clip-relative."""
+    per_clip, at = [], 0
+    for tokens, start in zip(refs, starts):
+        words = group_words(
+            fast.bundle.processor.tokenizer, tokens, times[at : at + len(tokens) + 1], language
+        )
+        per_clip.append([(w.word, w.start - start, w.end - start) for w in words])
+        at += len(tokens)
+    return per_clip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--per-language", type=int, default=4)
+    parser.add_argument("--max-seconds", type=float, default=12.0)
+    args = parser.parse_args()
+    bundle = load_whisper("bundled:whisper-base", device="cpu")
+    fast = load_fast(bundle)
+    seconds = dict.fromkeys(["encoder", "transformers", "ct2 align", "ct2 decode+align"], 0.0)
+    diffs: list[float] = []
+    n_clips = n_exact = n_same = 0
+
+    def timed(name: str, fn, *fn_args):
+        start = time.perf_counter()
+        out = fn(*fn_args)
+        seconds[name] += time.perf_counter() - start
+        return out
+
+    for language, clips in chosen_clips(args.per_language, args.max_seconds).items():
+        audios = [decode_audio(corpus_dir() / c.path)[:WINDOW_SAMPLES] for c in clips]
+        for window in transcription_windows([c.duration for c in clips]):
+            packed, starts = pack_window([audios[i] for i in window])
+            frames = [real_frames(len(packed))]
+            budget = token_budget([len(audios[i]) / SAMPLE_RATE for i in window], MAX_NEW_TOKENS)
+            encoder_BTD = timed("encoder", encode, bundle, features_for(bundle, [packed]))
+            (result,) = timed(
+                "transformers",
+                lambda: transcribe_encoded(
+                    bundle,
+                    encoder_BTD,
+                    language=language,
+                    max_new_tokens=budget,
+                    word_timestamps=True,
+                    n_frames=frames,
+                ),
+            )
+            refs = [reference_tokens(fast, clips[i].transcript) for i in window]
+            (times,) = timed("ct2 align", token_times, fast, encoder_BTD, [sum(refs, [])], [language], frames)
+            ((_, heard),) = timed(
+                "ct2 decode+align", transcribe_words, fast, encoder_BTD, language, [budget], frames
+            )
+            theirs = split_words([(w.word, w.start, w.end) for w in result.words], starts)
+            ours = split_words([(w.word, w.start, w.end) for w in heard], starts, by_middle=True)
+            spoken = reference_words(fast, times, refs, starts, language)
+            for i, their_words, our_words, reference in zip(window, theirs, ours, spoken):
+                n_clips += 1
+                hypothesis = "".join(w for w, _, _ in their_words)
+                n_same += hypothesis.strip() == "".join(w for w, _, _ in our_words).strip()
+                exact = normalise_text(hypothesis) == normalise_text(clips[i].transcript)
+                if exact and len(reference) == len(their_words):
+                    n_exact += 1
+                    diffs += boundary_differences(reference, their_words)
+    print(f"{n_clips} clips ({args.per_language} per language, <= {args.max_seconds} s), seconds per clip:")
+    baseline = seconds["encoder"] + seconds["transformers"]
+    for name, total in seconds.items():
+        ratios = (
+            f"  (transformers / this: {seconds['transformers'] / total:.1f}x, "
+            f"encoder included {baseline / (seconds['encoder'] + total):.1f}x)"
+        )
+        print(f"  {name:>16}: {total / n_clips:.3f} s{ratios if name != 'encoder' else ''}")
+    print(f"  ct2's greedy transcript equals transformers' on {n_same}/{n_clips} clips")
+    print(
+        f"  reference words vs transformers' words, {n_exact} clips transcribed exactly, {len(diffs)} "
+        f"boundaries: median {np.median(diffs):.3f} s, p90 {np.percentile(diffs, 90):.3f} s, "
+        f"max {np.max(diffs):.3f} s"
+    )
+
+
+if __name__ == "__main__":
+    main()
