@@ -1,7 +1,10 @@
 """The FastAPI application: `create_app(settings)` wires settings, the atlas provider, templates and routes.
 
 The server starts with or without an atlas: while there is none, every page and `/healthz` name the command
-that builds it, and the atlas is picked up (and later swaps too) without a restart.
+that builds it, and the atlas is picked up (and later swaps too) without a restart. Around the routes sit
+the feature-page cache, the same-origin rule for POSTs and the catch-all that turns unexpected exceptions
+into a 500 with an error id (backend/middleware.py); uploads are decoded in worker processes
+(pipelines/audio_sandbox.py), stopped when the app shuts down.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from urllib.parse import urlencode
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -23,13 +26,16 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 import frontend
 from backend import views
 from backend.errors import AtlasUnavailableError
-from backend.html import CachedFeaturePages, feature_page, render
-from backend.routes import api, api_live, pages, pages_live
+from backend.html import CachedFeaturePages, feature_page
+from backend.middleware import OriginCheck, UnexpectedErrors, error_response
+from backend.routes import api, api_live, docs, pages, pages_live
 from backend.services import spectrogram
 from backend.services.atlas import AtlasService
 from backend.services.inference import InferenceService
 from backend.services.provider import AtlasProvider
+from backend.services.uploads import UploadGate
 from backend.settings import DEMO_COMMAND, Settings
+from pipelines import audio_sandbox
 from pipelines.errors import AtlasError
 
 log = logging.getLogger("whisper_atlas.server")
@@ -54,13 +60,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         yield
         provider.close()
         app.state.inference.close()
+        audio_sandbox.shutdown()
 
     app = FastAPI(
         title="Whisper Atlas API",
         version="1",
         summary="Sparse-autoencoder features of Whisper's encoder: search, inspect, listen.",
         openapi_url="/api/v1/openapi.json",
-        docs_url="/api/v1/docs",
+        docs_url=None,  # served by backend.routes.docs from a package, when it is installed
         redoc_url=None,
         lifespan=lifespan,
     )
@@ -74,13 +81,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.atlas = provider
     app.state.templates = templates
     app.state.inference = InferenceService.for_run(settings.atlas_path.parent, settings.inference)
+    app.state.uploads = UploadGate(settings.uploads.max_concurrent, settings.inference.retry_after_s)
     app.add_middleware(CachedFeaturePages, provider=provider)
+    app.add_middleware(OriginCheck, settings=settings)
+    app.add_middleware(UnexpectedErrors)  # added last: the outermost, so it also sees the others' errors
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.include_router(api.health_router)
     app.include_router(api.router)
     app.include_router(pages.router)
     app.include_router(api_live.router)
     app.include_router(pages_live.router)
+    assets = docs.swagger_assets()
+    if assets is not None:
+        app.include_router(docs.docs_router(assets))
     _error_handlers(app)
     return app
 
@@ -139,20 +152,10 @@ def _merge_query(params: Mapping[str, str], **changes: object) -> str:
     return urlencode({key: value for key, value in merged.items() if value != ""})
 
 
-def _wants_json(request: Request) -> bool:
-    return request.url.path.startswith("/api/") or request.url.path == "/healthz"
-
-
 def _error_handlers(app: FastAPI) -> None:
-    def respond(request: Request, status: int, detail: str) -> Response:
-        if _wants_json(request):
-            return JSONResponse({"detail": detail}, status_code=status)
-        template = "no_atlas.html" if status == 503 else "error.html"
-        return render(request, template, status_code=status, status=status, detail=detail)
-
     @app.exception_handler(AtlasError)
     async def atlas_error(request: Request, exc: AtlasError) -> Response:
-        return respond(request, getattr(exc, "status_code", 400), str(exc))
+        return error_response(request, getattr(exc, "status_code", 400), str(exc))
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> Response:
@@ -164,7 +167,7 @@ def _error_handlers(app: FastAPI) -> None:
             problems.append(
                 f"{where}: {error.get('msg', 'invalid')}" if where else error.get("msg", "invalid")
             )
-        return respond(request, 422, "; ".join(problems) or "Invalid request.")
+        return error_response(request, 422, "; ".join(problems) or "Invalid request.")
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
@@ -172,7 +175,7 @@ def _error_handlers(app: FastAPI) -> None:
             detail = f"Nothing at {request.url.path}."
         else:
             detail = str(exc.detail)
-        response = respond(request, exc.status_code, detail)
+        response = error_response(request, exc.status_code, detail)
         for name, value in (exc.headers or {}).items():
             response.headers[name] = value
         return response

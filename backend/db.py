@@ -23,11 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Generic, TypeVar
 
-import duckdb
-
 from backend.errors import AtlasUnavailableError
 from backend.settings import DEMO_COMMAND
-from pipelines.atlas.reader import AtlasFileError, AtlasReader
+from pipelines.atlas.reader import AtlasFileError, AtlasReader, ReadError
 
 log = logging.getLogger("whisper_atlas.server")
 
@@ -101,7 +99,7 @@ class AtlasDB(Generic[T]):
             reader = AtlasReader.open(self.path, self.memory_mb)
             version = hashlib.blake2b(repr(identity).encode(), digest_size=6).hexdigest()
             served = self.open_version(AtlasHandle(path=self.path, version=version, reader=reader))
-        except (AtlasFileError, duckdb.Error) as exc:
+        except (AtlasFileError, ReadError) as exc:
             reason = str(exc).splitlines()[0].replace(str(self.path), self.path.name)
             self._unusable = f"The atlas cannot be served ({reason}): rebuild it with `{DEMO_COMMAND}`."
             if self._refused != identity:

@@ -30,6 +30,12 @@ class UploadLimits(BaseModel):
     """Shorter clips are refused: Whisper cannot say anything about 5 encoder frames."""
     silence_peak: float = Field(default=1e-4, ge=0)
     """A clip whose peak |sample| stays below this (-80 dBFS) is silent and refused."""
+    max_concurrent: int = Field(default=8, ge=1)
+    """Uploads being received or decoded at once; more are refused with 503 and Retry-After."""
+    decode_timeout_s: float = Field(default=10.0, gt=0)
+    """Wall-clock limit on decoding one upload in its worker process (30 s of audio takes well under 1 s)."""
+    decode_memory_mb: int = Field(default=512, ge=64)
+    """Memory one decode may take in its worker process; a decompression bomb is refused past it."""
 
     @model_validator(mode="after")
     def _min_below_max(self) -> "UploadLimits":
@@ -70,6 +76,8 @@ class Settings(BaseSettings):
     """Interface to listen on (loopback by default: the server is a local research tool)."""
     port: int = Field(default=DEFAULT_PORT, ge=1, le=65535)
     """TCP port to listen on."""
+    allowed_origins: tuple[str, ...] = ()
+    """Origins (`https://host[:port]`) besides the server's own that may POST (e.g. a proxy's address)."""
     audio_roots: tuple[Path, ...] = ()
     """Extra folders clip audio may be served from; the data root and the atlas's folder always are."""
     cache_mb: int = Field(default=512, ge=0, le=65536)

@@ -20,7 +20,7 @@ def commands() -> list[tuple[str, list[str]]]:
     """(name, argv) for each benchmark, the training one only where its environment exists."""
     runs = [
         (name, [sys.executable, f"benchmarks/{name}_bench.py"])
-        for name in ("server", "analysis", "extract", "steer", "align")
+        for name in ("server", "upload_load", "analysis", "extract", "steer", "align")
     ]
     if BENCH_PYTHON.exists():
         runs.append(("train", [str(BENCH_PYTHON), "benchmarks/train_bench.py"]))

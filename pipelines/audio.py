@@ -125,7 +125,7 @@ def _open_source(source: str | Path | bytes, format: str | None) -> tuple[object
         data = bytes(source)
         if not data:
             raise AudioDecodeError("the audio is empty (0 bytes)")
-        return io.BytesIO(data), "upload", format, _riff_missing_fraction(data[:_RIFF_HEAD], len(data))
+        return io.BytesIO(data), "upload", format, riff_missing_fraction(data[:_RIFF_HEAD], len(data))
     path = Path(source)
     if not path.is_file():
         raise AudioDecodeError(f"{path.name}: no such file")
@@ -133,7 +133,7 @@ def _open_source(source: str | Path | bytes, format: str | None) -> tuple[object
     if size == 0:
         raise AudioDecodeError(f"{path.name}: the file is empty (0 bytes)")
     with open(path, "rb") as f:
-        missing = _riff_missing_fraction(f.read(_RIFF_HEAD), size)
+        missing = riff_missing_fraction(f.read(_RIFF_HEAD), size)
     return _file_url(path), path.name, format or RAW_FORMATS.get(path.suffix.lower()), missing
 
 
@@ -275,7 +275,7 @@ def _resample(resampler: av.AudioResampler, mono: np.ndarray | None, rate: int) 
     return [out.to_ndarray()[0] for out in resampler.resample(frame)]
 
 
-def _riff_missing_fraction(head: bytes, size: int) -> float:
+def riff_missing_fraction(head: bytes, size: int) -> float:
     """The fraction of a WAV's `data` chunk that its header promises but the file lacks (0 when whole)."""
     if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
         return 0.0

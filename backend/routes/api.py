@@ -12,7 +12,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, Response
 
 from backend.deps import AtlasDep, ClipId, FeatureFilters, FeatureId, ProviderDep, Seconds, SettingsDep
-from backend.errors import AtlasUnavailableError
+from backend.errors import AtlasUnavailableError, public_message, public_path
 from backend.schemas import AtlasOverview, ClipDetail, ErrorDetail, FeatureDetail, FeaturePage, Health
 from backend.services import audio, spectrogram
 
@@ -40,14 +40,15 @@ def cache_headers(request: Request, version: str) -> dict[str, str]:
 @health_router.get("/healthz", response_model=Health)
 def healthz(provider: ProviderDep, settings: SettingsDep) -> Health:
     """Liveness, and whether an atlas is loaded (if not, the command that builds one)."""
+    atlas = public_path(settings.atlas_path, settings)  # relative to the data folder: no server paths
     try:
         service = provider.current()
     except AtlasUnavailableError as exc:
-        return Health(status="no_atlas", atlas=str(settings.atlas_path), detail=str(exc))
+        return Health(status="no_atlas", atlas=atlas, detail=public_message(str(exc), settings))
     background = provider.prerenderer
     return Health(
         status="ok",
-        atlas=str(settings.atlas_path),
+        atlas=atlas,
         version=service.version,
         pages_cached=len(provider.pages),
         prerendering=background is not None and not background.done.is_set(),

@@ -1,25 +1,41 @@
 """A live request from upload to answer, shared by the JSON routes and the HTML partials of `/live`.
 
-Read the upload (backend/services/uploads.py), queue the job on the inference worker
-(backend/services/inference.py), return what backend/services/live.py computed. Every failure becomes a
-`LiveFailure` carrying its HTTP status: 400/413/415/422 for bad uploads or specs, 503 (+ Retry-After) when
-busy or without an SAE, 504 on timeout.
+In order, each step cheaper than the next, so a refusal costs as little as possible: a place among the
+uploads in progress (backend/services/uploads.py), the body streamed to a temporary file, the job's own text
+fields checked (the steering spec), a place in the inference queue (backend/services/inference.py), the
+audio decoded in a worker process, then the job on the inference worker (backend/services/live.py). Every
+failure becomes a `LiveFailure` carrying its HTTP status and a message without server paths: 400/413/415/422
+for bad uploads or specs, 503 (+ Retry-After) when busy or without an SAE, 504 on timeout. A client that
+leaves mid-upload or before its turn becomes `ClientGone`: nobody is left to answer.
 """
 
 from __future__ import annotations
 
-from typing import Any, Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
-from backend.services.inference import InferenceService, InferenceTimeout, ServiceBusy
-from backend.services.uploads import Upload, UploadError, read_upload
+from backend.errors import BusyError, public_message
+from backend.services.inference import ClientGone, InferenceService, InferenceTimeout, Slot
+from backend.services.uploads import Upload, UploadError, decode_upload, receive_upload, refuse_non_audio
+from backend.settings import InferenceSettings
 from pipelines.errors import AtlasError, MissingStageError
+
+if TYPE_CHECKING:
+    from pipelines.steering import SteeringResources
 
 CLIENT_CLOSED = 499
 """nginx's status for a request whose client went away (never seen by that client)."""
 
-LiveJob = Callable[[InferenceService, Request, Upload], Awaitable[Any]]
+
+@dataclass(frozen=True)
+class LiveJob:
+    """What a live endpoint does: `prepare` checks the text fields before any audio work (raising an
+    AtlasError for a 4xx); `work` runs on the inference worker with the upload and what `prepare` returned."""
+
+    prepare: Callable[[dict[str, str], InferenceSettings], Any]
+    work: Callable[[SteeringResources, Upload, Any, InferenceSettings], Any]
 
 
 class LiveFailure(Exception):
@@ -38,16 +54,31 @@ def inference_service(request: Request) -> InferenceService:
 
 
 async def run_live(request: Request, job: LiveJob) -> Any:
-    """Read the upload and run `job`; every failure becomes a LiveFailure with its status. ClientGone passes
-    through: nobody is left to answer."""
+    """Receive, check and decode the upload, then run `job`; every failure becomes a LiveFailure with its
+    status. ClientGone passes through (a disconnect mid-upload becomes one)."""
+    settings = request.app.state.settings
     try:
         service = inference_service(request)
-        upload = await read_upload(request, request.app.state.settings.uploads)
-        return await job(service, request, upload)
-    except ServiceBusy as exc:
+        slot: Slot | None = None
+        try:
+            with request.app.state.uploads.admit():
+                async with receive_upload(request, settings.uploads) as received:
+                    params = job.prepare(received.fields, service.settings)
+                    refuse_non_audio(received)
+                    slot = service.reserve()
+                    upload = await decode_upload(received, settings.uploads)
+            return await service.run(
+                request, lambda res: job.work(res, upload, params, service.settings), slot
+            )
+        finally:
+            if slot is not None:
+                slot.release()  # a no-op once the job holds it
+    except ClientDisconnect:
+        raise ClientGone() from None
+    except BusyError as exc:
         raise LiveFailure(503, str(exc), {"Retry-After": str(exc.retry_after_s)}) from exc
     except AtlasError as exc:
-        raise LiveFailure(error_status(exc), str(exc)) from exc
+        raise LiveFailure(error_status(exc), public_message(str(exc), settings)) from exc
 
 
 def error_status(exc: AtlasError) -> int:
@@ -60,19 +91,31 @@ def error_status(exc: AtlasError) -> int:
     return getattr(exc, "status_code", 422)
 
 
-async def analyze_job(service: InferenceService, request: Request, upload: Upload) -> dict[str, Any]:
-    """Transcript, language probabilities, spectrogram and per-frame features of the upload."""
+def _no_fields(fields: dict[str, str], settings: InferenceSettings) -> None:
+    return None
+
+
+def _analyze(res: SteeringResources, upload: Upload, params: None, settings: InferenceSettings) -> Any:
     from backend.services import live
 
-    tokens = service.settings.max_new_tokens
-    return await service.run(request, lambda res: live.analyze(res, upload, tokens))
+    return live.analyze(res, upload, settings.max_new_tokens)
 
 
-async def steer_job(service: InferenceService, request: Request, upload: Upload) -> dict[str, Any]:
-    """Baseline, reconstructed and steered transcripts of the upload under its `spec` field."""
-    from backend.services import live
+def _steering_spec(fields: dict[str, str], settings: InferenceSettings) -> Any:
     from pipelines.steering import SteeringSpec
 
-    spec = SteeringSpec.from_json(upload.fields.get("spec", ""))
-    spec.max_new_tokens = min(spec.max_new_tokens, service.settings.max_new_tokens)
-    return await service.run(request, lambda res: live.steer(res, upload, spec))
+    spec = SteeringSpec.from_json(fields.get("spec", ""))
+    spec.max_new_tokens = min(spec.max_new_tokens, settings.max_new_tokens)
+    return spec
+
+
+def _steer(res: SteeringResources, upload: Upload, params: Any, settings: InferenceSettings) -> Any:
+    from backend.services import live
+
+    return live.steer(res, upload, params)
+
+
+analyze_job = LiveJob(_no_fields, _analyze)
+"""Transcript, language probabilities, spectrogram and per-frame features of the upload."""
+steer_job = LiveJob(_steering_spec, _steer)
+"""Baseline, reconstructed and steered transcripts of the upload under its `spec` field."""

@@ -36,7 +36,7 @@ from pipelines.atlas.queries import (
 from pipelines.atlas.schema import SCHEMA_VERSION, metadata
 from pipelines.errors import AtlasError
 
-__all__ = ["AtlasFileError", "AtlasReader", "FeatureBlock", "FeatureFilter", "SortKey"]
+__all__ = ["AtlasFileError", "AtlasReader", "FeatureBlock", "FeatureFilter", "ReadError", "SortKey"]
 
 LOCKDOWN = (
     "SET enable_external_access = false",
@@ -45,6 +45,10 @@ LOCKDOWN = (
     "SET lock_configuration = true",
 )
 """Applied after the ATTACH: no file, network or extension access from any query, and no way to undo it."""
+
+
+ReadError = duckdb.Error
+"""What a query raises when the file turns out damaged after opening (callers need not import DuckDB)."""
 
 
 class AtlasFileError(AtlasError):

@@ -1,13 +1,14 @@
 """Write an atlas: build a complete DuckDB file beside the live one, then swap it in atomically.
 
 DuckDB allows one writer OR many read-only processes on a file, never both, so we never write the live
-file: the new atlas is built at `atlas.duckdb.building-<pid>`, checked, and `os.replace`d over the old one.
-A server holding the old file open keeps reading the old inode until it reopens.
+file: the new atlas is built at `atlas.duckdb.building-<pid>`, checked, synced to disk and `os.replace`d
+over the old one (pipelines/durable.py: a crash never leaves a half-written file under the live name). A
+server holding the old file open keeps reading the old inode until it reopens. Builds that crashed leave
+their `.building-<pid>` files behind; the next build removes them.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Mapping
 
@@ -15,6 +16,7 @@ import duckdb
 import pyarrow as pa
 import sqlalchemy as sa
 
+from pipelines import durable
 from pipelines.atlas.schema import SCHEMA_VERSION, metadata
 
 
@@ -35,9 +37,8 @@ def write_atlas(path: Path, tables: Mapping[str, pa.Table]) -> Path:
     untouched.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.building-{os.getpid()}")
-    for stale in (tmp, tmp.with_name(tmp.name + ".wal")):
-        stale.unlink(missing_ok=True)
+    durable.remove_leftovers(path)  # crashed builds' files, this process's earlier attempts included
+    tmp = durable.sibling(path, "building")
     try:
         create_schema(tmp)
         con = duckdb.connect(str(tmp))
@@ -57,7 +58,7 @@ def write_atlas(path: Path, tables: Mapping[str, pa.Table]) -> Path:
             con.execute("CHECKPOINT")
         finally:
             con.close()
-        os.replace(tmp, path)
+        durable.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -2,20 +2,26 @@
 
 Needs the optional `datasets` package (`pip install -e '.[hf]'`) and a network. The audio column is read
 undecoded (`Audio(decode=False)`: the file's bytes) and decoded by our own FFmpeg path, so no extra audio
-backend is needed and every dataset's format is handled alike. Each dataset names its columns differently;
-`layout_for` maps them onto transcript, language and speaker.
+backend is needed and every dataset's format is handled alike. Dataset files are anyone's uploads, so they
+are decoded as `corpus add-folder` decodes a user's files: in a worker process (`pipelines.audio_sandbox`,
+bytes through a temporary file), where a file that crashes or hangs the decoder is skipped with its reason.
+Each dataset names its columns differently; `layout_for` maps them onto transcript, language and speaker.
 """
 
 from __future__ import annotations
 
+import tempfile
 import time
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from pipelines.audio import decode_audio
+import numpy as np
+
+from pipelines.audio_sandbox import decode_file_isolated
 from pipelines.corpus.candidate import ADDED_KEY, Candidate, language_code, slug
-from pipelines.corpus.folder import MAX_SECONDS
+from pipelines.corpus.folder import DECODE_TIMEOUT_S, MAX_SECONDS
 from pipelines.corpus.manifest import SPEECH
 from pipelines.corpus.store import append
 from pipelines.corpus.summary import CorpusSummary, summarize
@@ -148,7 +154,7 @@ def add_hf(
     candidates = [
         Candidate(
             id=slug(source, example.key),
-            load=partial(decode_audio, example.audio, max_seconds=MAX_SECONDS),
+            load=partial(decode_isolated, example.audio, slug(source, example.key)),
             seconds=0.0,
             category=SPEECH,
             source=source,
@@ -166,6 +172,17 @@ def add_hf(
     summary.added, summary.skipped = len(added), skipped
     summary.timings = {"total": time.perf_counter() - start}
     return summary
+
+
+def decode_isolated(audio: bytes | str, name: str) -> np.ndarray:
+    """A row's audio (its bytes, or a local path) decoded in a worker process; bytes are written to a
+    temporary file called `name` first (the decoder's messages start with it)."""
+    if isinstance(audio, str):
+        return decode_file_isolated(audio, max_seconds=MAX_SECONDS, timeout_s=DECODE_TIMEOUT_S)
+    with tempfile.TemporaryDirectory(prefix="whisper-atlas-hf-") as folder:
+        path = Path(folder) / name
+        path.write_bytes(audio)
+        return decode_file_isolated(path, max_seconds=MAX_SECONDS, timeout_s=DECODE_TIMEOUT_S)
 
 
 def _explain(exc: BaseException) -> str:

@@ -7,17 +7,23 @@ sae-lens 6.54.12 (`SAE.load_from_disk` gives the same encode/decode: tests/pipel
 TopK SAEs are saved as "topk" (rescale_acts_by_decoder_norm false: decoder rows already have unit norm),
 BatchTopK as "jumprelu" with its learnt threshold (what SAELens does with its own BatchTopK), ReLU as
 "standard". Our own SAE settings ride along in `metadata["whisper_atlas_sae"]`.
+
+The folder is written whole and swapped in at once (pipelines/durable.py), so weights and config always
+belong together: a reader that finds the folder swapped while it read reads it again.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
+from typing import Mapping
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from pipelines import durable
 from pipelines.errors import AtlasError, missing_stage
 from pipelines.sae.base import SparseAutoencoder
 from pipelines.sae.config import SAEConfig
@@ -71,16 +77,47 @@ def saelens_cfg(sae: SparseAutoencoder, metadata: dict) -> dict:
     return cfg
 
 
-def save_sae(sae: SparseAutoencoder, folder: Path, metadata: dict) -> None:
-    """Write the folder (weights first, cfg.json last, each replaced atomically): `metadata` needs at least
-    `model_name` and `hook_name`; the SAE must already have its input scale folded in."""
-    folder.mkdir(parents=True, exist_ok=True)
-    weights_tmp = folder / (WEIGHTS_NAME + ".tmp")
-    save_file({name: t.float().cpu() for name, t in sae.inference_state().items()}, str(weights_tmp))
-    os.replace(weights_tmp, folder / WEIGHTS_NAME)
-    cfg_tmp = folder / (CFG_NAME + ".tmp")
-    cfg_tmp.write_text(json.dumps(saelens_cfg(sae, metadata), indent=1))
-    os.replace(cfg_tmp, folder / CFG_NAME)
+def save_sae(
+    sae: SparseAutoencoder, folder: Path, metadata: dict, extra_files: Mapping[str, str] | None = None
+) -> None:
+    """Write the SAELens folder as one: `metadata` needs at least `model_name` and `hook_name`; the SAE must
+    already have its input scale folded in.
+
+    A new `<folder>.tmp-<pid>/` gets the weights, cfg.json, `extra_files` (name -> text, e.g. metrics.json)
+    and the old folder's other files (a training checkpoint; not its leftover `*.tmp*` files), is synced,
+    and then replaces the old folder in one swap. Leftovers of crashed saves beside it are removed first.
+    """
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    durable.remove_leftovers(folder)
+    built = durable.sibling(folder, "tmp")
+    built.mkdir()
+    try:
+        extra = dict(extra_files or {})
+        _carry_over(folder, built, skip={WEIGHTS_NAME, CFG_NAME, *extra})
+        save_file(
+            {name: t.float().cpu() for name, t in sae.inference_state().items()}, str(built / WEIGHTS_NAME)
+        )
+        (built / CFG_NAME).write_text(json.dumps(saelens_cfg(sae, metadata), indent=1))
+        for name, text in extra.items():
+            (built / name).write_text(text)
+        durable.swap_folder(built, folder)
+    except BaseException:
+        shutil.rmtree(built, ignore_errors=True)
+        raise
+
+
+def _carry_over(old: Path, new: Path, skip: set[str]) -> None:
+    """Hard-link (or copy) the plain files of `old` not in `skip` into `new`, leaving `*.tmp*` files out."""
+    if not old.is_dir():
+        return
+    for path in old.iterdir():
+        if path.name in skip or ".tmp" in path.name or not path.is_file() or path.is_symlink():
+            continue
+        try:
+            os.link(path, new / path.name)
+        except OSError:  # a file system without hard links
+            shutil.copy2(path, new / path.name)
 
 
 def read_cfg(folder: Path) -> dict:
@@ -89,9 +126,27 @@ def read_cfg(folder: Path) -> dict:
     return json.loads((folder / CFG_NAME).read_text())
 
 
+def _read_folder(folder: Path, attempts: int = 3) -> tuple[dict, dict[str, torch.Tensor]]:
+    """cfg.json and the weights of one version of the folder: read again when it was swapped meanwhile."""
+    for _ in range(attempts):
+        before = _folder_inode(folder)
+        cfg = read_cfg(folder)
+        weights = load_file(str(folder / WEIGHTS_NAME))
+        if _folder_inode(folder) == before:
+            return cfg, weights
+    raise SAEFormatError(f"the SAE in {folder} kept changing while it was read: retry once training ends")
+
+
+def _folder_inode(folder: Path) -> int | None:
+    try:
+        return os.stat(folder).st_ino
+    except OSError:
+        return None
+
+
 def load_sae(folder: Path, device: str | torch.device | None = None) -> SparseAutoencoder:
     """Read an SAELens folder (ours or SAELens' own topk/jumprelu/standard) into an eval-mode SAE."""
-    cfg = read_cfg(Path(folder))
+    cfg, weights = _read_folder(Path(folder))
     architecture = cfg.get("architecture", "standard")
     if architecture not in ARCH_FROM_SAELENS:
         raise SAEFormatError(
@@ -108,7 +163,7 @@ def load_sae(folder: Path, device: str | torch.device | None = None) -> SparseAu
         arch = ARCH_FROM_SAELENS[architecture]
         k = int(cfg.get("k", min(32, cfg["d_sae"])))
         sae_cfg = SAEConfig(d_in=cfg["d_in"], d_sae=cfg["d_sae"], arch=arch, k=k)
-    state = {name: t.float() for name, t in load_file(str(Path(folder) / WEIGHTS_NAME)).items()}
+    state = {name: t.float() for name, t in weights.items()}
     if not cfg.get("apply_b_dec_to_input", True):  # fold: (x - b_dec) @ W_enc + (b_enc + b_dec @ W_enc)
         state["b_enc"] = state["b_enc"] + state["b_dec"] @ state["W_enc"]
     if cfg.get("rescale_acts_by_decoder_norm", False):  # fold decoder norms as SAELens does on save

@@ -344,12 +344,12 @@ def finalise(
         "model": model,
         "layer": layer,
     }
-    save_sae(
+    save_sae(  # metrics.json goes in with the weights: one folder, swapped in at once
         sae,
         run.sae,
         {"model_name": model, "hook_name": f"encoder.hidden_states.{layer}", "layer": layer, **metadata},
+        {METRICS_NAME: json.dumps(metrics, indent=1)},
     )
-    write_metrics(run, metrics)
     return metrics
 
 

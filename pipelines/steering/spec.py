@@ -50,6 +50,12 @@ INT_RANGES = {"n_features": (1, 256), "max_new_tokens": (1, MAX_NEW_TOKENS)}
 
 FEATURES_SHAPE = 'spec.features must be a list of {"id": int, "strength": float}'
 
+MAX_SPEC_CHARS = 64 * 1024
+"""Longest spec text parsed (a spec of 256 features is ~10 kB)."""
+MAX_SPEC_DEPTH = 8
+"""Deepest nesting of JSON arrays and objects in a spec (a valid one nests 3 deep): deeper text is refused
+before parsing, as Python's parser would recurse once per level."""
+
 
 class SteeringError(AtlasError):
     """A steering request that cannot be carried out (bad spec, missing atlas data, unknown feature)."""
@@ -197,6 +203,10 @@ class SteeringSpec(_SpecModel):
         """Parse the API's `spec` form field; bad JSON and bad values raise SteeringError.
 
         A null value means the field's default, except for `features`, which must be a list."""
+        if isinstance(text, str) and len(text) > MAX_SPEC_CHARS:
+            raise SteeringError(f"spec is too long ({len(text):,} characters; at most {MAX_SPEC_CHARS:,})")
+        if isinstance(text, str) and _nesting_depth(text) > MAX_SPEC_DEPTH:
+            raise SteeringError(f"spec is nested too deeply (more than {MAX_SPEC_DEPTH} levels)")
         try:
             raw = json.loads(text)
         except (json.JSONDecodeError, TypeError) as exc:
@@ -204,3 +214,25 @@ class SteeringSpec(_SpecModel):
         if not isinstance(raw, dict):
             raise SteeringError("spec must be a JSON object")
         return cls(**{k: v for k, v in raw.items() if v is not None or k == "features"})
+
+
+def _nesting_depth(text: str) -> int:
+    """Deepest nesting of `[`/`{` in JSON text, brackets inside strings aside (a linear scan, no parse)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
