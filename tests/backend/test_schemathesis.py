@@ -12,11 +12,10 @@ from pathlib import Path
 
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, given, settings
-from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from backend.app import create_app
 from tests.backend.conftest import settings_for
+from tests.fixtures.schemathesis_checks import check_operation
 
 EXAMPLES = 30
 """Per operation and generation mode (valid and invalid requests). Derandomized, so CI runs what ran here;
@@ -61,16 +60,4 @@ OPERATIONS = {
 )
 def test_no_server_errors_and_documented_answers(api, label: str, mode: schemathesis.GenerationMode) -> None:
     (operation,) = [op for op in operations(api) if op.label == label]
-
-    @given(case=operation.as_strategy(generation_mode=mode))
-    @settings(
-        max_examples=EXAMPLES,
-        derandomize=True,
-        deadline=None,
-        database=None,
-        suppress_health_check=list(HealthCheck),
-    )
-    def check(case) -> None:
-        case.call_and_validate(excluded_checks=[positive_data_acceptance])
-
-    check()
+    check_operation(operation, mode, EXAMPLES)

@@ -17,13 +17,13 @@ from pathlib import Path
 import pytest
 import schemathesis
 from fastapi.testclient import TestClient
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
-from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from backend.services.inference import InferenceSettings
 from tests.backend.test_live_api import CLIP
 from tests.fixtures.live_server import live_app
+from tests.fixtures.schemathesis_checks import check_operation
 
 EXAMPLES = 25
 """Per operation and generation mode; derandomized, so CI runs what ran here."""
@@ -48,19 +48,7 @@ def test_every_live_operation_is_covered(api) -> None:
 )
 def test_no_server_errors_and_documented_answers(api, label: str, mode: schemathesis.GenerationMode) -> None:
     (operation,) = [r.ok() for r in api.get_all_operations() if r.ok().label == label]
-
-    @given(case=operation.as_strategy(generation_mode=mode))
-    @settings(
-        max_examples=EXAMPLES,
-        derandomize=True,
-        deadline=None,
-        database=None,
-        suppress_health_check=list(HealthCheck),
-    )
-    def check(case) -> None:
-        case.call_and_validate(excluded_checks=[positive_data_acceptance])
-
-    check()
+    check_operation(operation, mode, EXAMPLES)
 
 
 JSON = st.recursive(
