@@ -22,7 +22,7 @@ from pipelines.analysis.clips import (
     transcription_windows,
 )
 from pipelines.audio import decode_audio
-from pipelines.corpus.manifest import MANIFEST_NAME, SPEECH, Clip, read_manifest
+from pipelines.corpus.manifest import SPEECH, Clip, read_manifest
 from pipelines.model.align import boundary_differences, load_fast, reference_tokens
 from pipelines.model.loader import load_whisper
 from pipelines.sae.evaluate import normalise_text
@@ -32,14 +32,6 @@ pytestmark = pytest.mark.integration
 PER_LANGUAGE = 3
 MAX_SECONDS = 10.0
 MAX_NEW_TOKENS = 96
-
-
-@pytest.fixture(scope="module")
-def corpus(repo_data_dir: Path) -> Path:
-    folder = repo_data_dir / "corpora" / "default"
-    if not (folder / MANIFEST_NAME).is_file():
-        pytest.skip(f"no default corpus at {folder}: run `whisper-atlas corpus build` first")
-    return folder
 
 
 def text_of(words: ClipWords) -> str:

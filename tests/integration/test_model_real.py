@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from pipelines.audio import decode_audio
-from pipelines.corpus.manifest import MANIFEST_NAME, Clip, read_manifest
+from pipelines.corpus.manifest import Clip, read_manifest
 from pipelines.model import bundled
 from pipelines.model.encoder import encode, features_for, real_frames
 from pipelines.model.loader import load_whisper
@@ -31,14 +31,6 @@ ASTERISK_LANGUAGES = ("en", "es", "fr", "it", "ru")
 @pytest.fixture(scope="module")
 def base():
     return load_whisper("bundled:whisper-base", device="cpu")
-
-
-@pytest.fixture(scope="module")
-def corpus(repo_data_dir: Path) -> Path:
-    folder = repo_data_dir / "corpora" / "default"
-    if not (folder / MANIFEST_NAME).is_file():
-        pytest.skip(f"no default corpus at {folder}: run `whisper-atlas corpus build` first")
-    return folder
 
 
 def asterisk_clips(corpus: Path, per_language: int, max_seconds: float = 12.0) -> list[Clip]:
