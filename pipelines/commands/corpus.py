@@ -17,7 +17,9 @@ def build_command(
     corpus: CorpusOption = DEFAULT_CORPUS,
     size: Annotated[
         Literal["small", "default", "large"],
-        typer.Option(help="small (~60 clips, tests), default (~350 clips, ~30 min), large (everything)."),
+        typer.Option(
+            help="small (~80 clips, ~8 min: tests), default (~730 clips, ~56 min), large (everything)."
+        ),
     ] = "default",
     seed: Annotated[int, typer.Option(help="Seed of the clip selection.")] = 0,
     workers: WorkersOption = None,

@@ -57,7 +57,7 @@ def parse_core_sounds(text: str) -> dict[str, str]:
 
 def prompts(folders: dict[str, Path], language: str) -> list[Candidate]:
     """Every usable prompt of one language: has audio, a transcript and at most 30 s."""
-    texts = _read_transcripts(folders[f"asterisk-core-sounds-{language}"], language)
+    texts = read_transcripts(folders[f"asterisk-core-sounds-{language}"], language)
     package = f"asterisk-core-sounds-{language}-g722"
     sounds = folders[package] / "usr/share/asterisk/sounds"
     rights = _rights(folders[package] / "usr/share/doc" / package / "copyright", language)
@@ -98,6 +98,7 @@ def _rights(copyright_file: Path, language: str) -> Stanza:
     return stanza
 
 
-def _read_transcripts(folder: Path, language: str) -> dict[str, str]:
+def read_transcripts(folder: Path, language: str) -> dict[str, str]:
+    """Prompt name -> transcript of one language, from its text package (the second voices use it too)."""
     path = folder / f"usr/share/doc/asterisk-core-sounds-{language}/core-sounds-{language}.txt.gz"
     return parse_core_sounds(gzip.decompress(path.read_bytes()).decode("utf-8"))

@@ -1,8 +1,9 @@
 """Build the default multilingual corpus from real audio in Debian packages, offline and deterministically.
 
 Composition (sources in pipelines/corpus/debian.py, credited in the corpus NOTICE): Asterisk prompts as
-parallel sentences in en/es/fr/it/ru, Fish Fillets voices in cs/nl (parallel pairs), real music, effects and
-laughter, and synthesized noise, tones and silence.
+parallel sentences in en/es/fr/it/ru, with the second es/fr/it voices' takes of the chosen prompts; Fish
+Fillets voices in cs/nl (parallel pairs, plus lines of the side characters); real music, effects and
+laughter; and synthesized noise, tones and silence. Every speech clip names its speaker.
 Every clip is decoded once to 16 kHz mono FLAC. The build writes a new folder and swaps it in, so readers see
 the old corpus or the new one, never a mix; clips added with `add-folder`/`add-hf` are carried over.
 """
@@ -14,9 +15,9 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Literal
 
-from pipelines.corpus import asterisk, fillets, nonspeech, synth
+from pipelines.corpus import asterisk, asterisk_voices, fillets, nonspeech, synth
 from pipelines.corpus.candidate import ADDED_KEY, Candidate, parallel, shuffled, spread
 from pipelines.corpus.debian import ensure_packages
 from pipelines.corpus.manifest import MANIFEST_NAME, Clip, read_manifest, write_manifest
@@ -31,7 +32,7 @@ Size = Literal["small", "default", "large"]
 BUILD_INFO = "build.json"
 """How the corpus was built (`size`, `seed`, `builder`), next to its manifest."""
 
-BUILDER_VERSION = 1
+BUILDER_VERSION = 2
 """Bumped whenever the same size and seed would select or encode different clips."""
 
 SYNTH_VARIANTS = 10
@@ -43,11 +44,15 @@ class CorpusSize:
     """How much of each source a build takes; None takes everything."""
 
     parallel_groups: int | None
-    """Asterisk sentences, each in all five languages; None: every prompt of every language."""
+    """Asterisk sentences, each in all five languages and in the second voices that have it; None: every
+    prompt of every voice."""
     min_group_seconds: float
-    """Shortest recording allowed in a chosen group (short prompts like "Goodbye" say little)."""
+    """Shortest recording allowed in a chosen group or solo line (short prompts like "Goodbye" say little)."""
     fillets_pairs: int | None
     """Fish Fillets lines voiced in both Czech and Dutch; None: every line of both languages."""
+    fillets_solos: int | None
+    """Fish Fillets lines voiced in one language only, spread over their speakers (most side characters
+    speak only these); None: all of them."""
     nonspeech: dict[str, int | None]
     """Clips per non-speech category (music, effects, laughter, noise, tones, silence)."""
 
@@ -57,7 +62,7 @@ class CorpusSize:
             raise ValueError(f"unknown non-speech categories {sorted(unknown)}")
 
     def packages(self) -> list[str]:
-        names = asterisk.packages() + fillets.packages()
+        names = asterisk.packages() + asterisk_voices.packages() + fillets.packages()
         for category, spec in NONSPEECH_SOURCES.items():
             if self.nonspeech.get(category) != 0:
                 names += nonspeech.packages(spec)
@@ -69,16 +74,16 @@ NONSPEECH_LISTERS = {"music": nonspeech.music, "effects": nonspeech.effects, "la
 
 SIZES: dict[str, CorpusSize] = {
     "small": CorpusSize(
-        8, 1.5, 5, {"music": 2, "effects": 3, "laughter": 0, "noise": 2, "tones": 3, "silence": 1}
+        8, 1.5, 5, 3, {"music": 2, "effects": 3, "laughter": 0, "noise": 2, "tones": 3, "silence": 1}
     ),
     "default": CorpusSize(
-        40, 1.5, 40, {"music": 14, "effects": 20, "laughter": 10, "noise": 10, "tones": 12, "silence": 4}
+        60, 1.5, 90, 40, {"music": 14, "effects": 20, "laughter": 10, "noise": 10, "tones": 12, "silence": 4}
     ),
     "large": CorpusSize(
-        None, 0.0, None, dict.fromkeys(("music", "effects", "laughter", "noise", "tones", "silence"))
+        None, 0.0, None, None, dict.fromkeys(("music", "effects", "laughter", "noise", "tones", "silence"))
     ),
 }
-"""`small`: ~60 clips for tests; `default`: ~350 clips (~25 min) for the demo; `large`: everything."""
+"""`small`: ~80 clips (~8 min) for tests; `default`: ~730 clips (~56 min) for the demo; `large`: all."""
 
 PACKAGE_MEMBERS = {"fillets-ng-data": fillets.PACKAGE_MEMBERS, "hedgewars-data": nonspeech.HEDGEWARS_MEMBERS}
 
@@ -127,9 +132,7 @@ def build_info(name: str = DEFAULT_CORPUS) -> dict | None:
 
 def select(folders: dict[str, Path], spec: CorpusSize, seed: int = 0) -> list[Candidate]:
     """The candidates a build of `spec` takes, in a fixed order (smaller sizes take a prefix of each pool)."""
-    picked = _parallel_groups(
-        asterisk.prompts, asterisk.LANGUAGES, spec.parallel_groups, "asterisk", folders, spec, seed
-    ) + _parallel_groups(fillets.lines, fillets.LANGUAGES, spec.fillets_pairs, "fillets", folders, spec, seed)
+    picked = _asterisk(folders, spec, seed) + _fillets(folders, spec, seed)
     for category, n in spec.nonspeech.items():
         if n == 0:
             continue
@@ -145,21 +148,43 @@ def select(folders: dict[str, Path], spec: CorpusSize, seed: int = 0) -> list[Ca
     return picked
 
 
+def _asterisk(folders: dict[str, Path], spec: CorpusSize, seed: int) -> list[Candidate]:
+    """The chosen core prompt groups, each joined by the second voices' takes of the same prompts."""
+    by_language = {lang: asterisk.prompts(folders, lang) for lang in asterisk.LANGUAGES}
+    core = _parallel_groups(by_language, spec.parallel_groups, spec.min_group_seconds, f"{seed}:asterisk")
+    chosen = {c.group for c in core}
+    return core + [
+        c
+        for voice in asterisk_voices.VOICES
+        for c in asterisk_voices.prompts(folders, voice, spec.min_group_seconds)
+        if spec.parallel_groups is None or c.group in chosen
+    ]
+
+
+def _fillets(folders: dict[str, Path], spec: CorpusSize, seed: int) -> list[Candidate]:
+    """Chosen Czech-Dutch pairs, then lines voiced in one language only, drawn round-robin by speaker."""
+    by_language = {lang: fillets.lines(folders, lang) for lang in fillets.LANGUAGES}
+    pairs = _parallel_groups(by_language, spec.fillets_pairs, spec.min_group_seconds, f"{seed}:fillets")
+    if spec.fillets_pairs is None:
+        return pairs
+    in_pairs = {group[0].group for group in parallel(by_language)}
+    solos = [
+        c
+        for found in by_language.values()
+        for c in found
+        if c.group not in in_pairs and c.seconds >= spec.min_group_seconds
+    ]
+    return pairs + spread(solos, spec.fillets_solos, f"{seed}:fillets-solos", key=_id, by=_speaker)
+
+
 def _parallel_groups(
-    load: Callable[[dict[str, Path], str], list[Candidate]],
-    languages: tuple[str, ...],
-    count: int | None,
-    tag: str,
-    folders: dict[str, Path],
-    spec: CorpusSize,
-    seed: int,
+    by_language: dict[str, list[Candidate]], count: int | None, min_seconds: float, seed: str
 ) -> list[Candidate]:
-    """`count` sentence groups said in every one of `languages` (all lines when `count` is None)."""
-    by_language = {lang: load(folders, lang) for lang in languages}
+    """`count` sentence groups said in every language given (all clips when `count` is None)."""
     if count is None:
         return [c for found in by_language.values() for c in found]
-    groups = parallel(by_language, spec.min_group_seconds)
-    chosen = shuffled(groups, f"{seed}:{tag}", key=lambda g: g[0].group)[:count]
+    groups = parallel(by_language, min_seconds)
+    chosen = shuffled(groups, seed, key=lambda g: g[0].group)[:count]
     return [c for group in chosen for c in group]
 
 
@@ -176,3 +201,7 @@ def _carry_over(old: Path, new: Path) -> list[Clip]:
 
 def _id(candidate: Candidate) -> str:
     return candidate.id
+
+
+def _speaker(candidate: Candidate) -> str:
+    return candidate.speaker

@@ -4,7 +4,8 @@ Each level's `script/<level>/dialogs_<lang>.lua` pairs a line id with its Englis
 (`dialogId("id", "font_small", "English")` then `dialogStr("translation")`); the voice of line `id` in
 language `xx` is `sound/<level>/<xx>/<id>.ogg` (11-44.1 kHz, stereo in Dutch; the decoder resamples and
 downmixes). A line voiced in both Czech and Dutch forms a parallel pair (`group`). The font names the speaking
-character.
+character, taken to be voiced by one actor per language, so the speaker id is language and font
+(the two fish in Dutch and Czech, and some twenty side characters voiced in Czech only).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ LANGUAGES = ("cs", "nl")
 LICENCE = "GPL-2"
 """Fish Fillets NG data: GNU GPL version 2 (its Debian copyright file)."""
 MAX_SECONDS = 30.0
+SHARED_FONTS = ("font_both",)
+"""Fonts of lines several characters say at once: no single speaker, so left out."""
 GAME = "usr/share/games/fillets-ng"
 PACKAGE_MEMBERS = tuple(f"{GAME}/{sub}/" for sub in ("script", "sound", "music")) + ("usr/share/doc/",)
 """What is unpacked of `fillets-ng-data` (its 3,700 images are not needed)."""
@@ -62,7 +65,7 @@ def parse_dialogs(lua: str) -> dict[str, Dialog]:
 
 
 def lines(folders: dict[str, Path], language: str) -> list[Candidate]:
-    """Every voiced line of `language` that has a transcript and lasts at most 30 s."""
+    """Every voiced line of `language` that has a transcript, one speaker and lasts at most 30 s."""
     game = folders["fillets-ng-data"] / GAME
     voices = folders[f"fillets-ng-data-{language}"] / GAME / "sound"
     candidates = []
@@ -70,7 +73,7 @@ def lines(folders: dict[str, Path], language: str) -> list[Candidate]:
         level = script.parent.name
         for dialog in parse_dialogs(script.read_text(encoding="utf-8", errors="replace")).values():
             audio = voices / level / language / f"{dialog.id}.ogg"
-            if not dialog.text or not audio.is_file():
+            if not dialog.text or dialog.font in SHARED_FONTS or not audio.is_file():
                 continue
             try:
                 seconds = probe_seconds(audio)

@@ -21,6 +21,12 @@ LICENCES_DIR = "licences"
 DESCRIPTIONS = {
     "asterisk-core-sounds": "Asterisk core sound prompts (Digium, Inc. and the voices named below), "
     "https://downloads.asterisk.org/pub/telephony/sounds/",
+    "asterisk-prompt-es-co": "Colombian Spanish Asterisk prompts, recorded by Avatar Ltda. with the voice of "
+    "July E. Jiménez, http://www.avatar.com.co/",
+    "asterisk-prompt-fr-armelle": "French Asterisk prompts, voice Armelle Desjardins, copyright Michel "
+    "Gutierrez (the BSD-style terms are in its copyright file)",
+    "asterisk-prompt-it-menardi": "Italian Asterisk prompts made by Marco Menardi and Paola Dal Zot (the "
+    "voice); updates and new voices: http://www.voip.ammdomus.it",
     "asterisk-moh-opsound": "Asterisk music on hold from opsound.org: Paul Shuler (Macroform), Manolo Camp, "
     "Reno Project",
     "fillets-ng-data": "Fish Fillets NG (ALTAR interactive; Ivo and Pavel Danihelka and the Fillets NG "

@@ -1,4 +1,5 @@
-"""What a corpus holds: clips and minutes per language, category and source, as an object and a rich table."""
+"""What a corpus holds: clips and minutes per language, category and source, and speakers per language, as an
+object and a rich table (speaker counts say whether speaker-held-out splits are possible)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from pipelines.corpus.manifest import SPEECH, Clip
 class Tally:
     clips: int = 0
     seconds: float = 0.0
+    speakers: set[str] = field(default_factory=set)
+    """Speaker ids of the speech clips counted (empty where none is known)."""
 
     @property
     def minutes(self) -> float:
@@ -30,7 +33,7 @@ class CorpusSummary:
     folder: Path
     total: Tally
     by_language: dict[str, Tally]
-    """Speech clips per language (`?` where unknown)."""
+    """Speech clips and their speakers per language (`?` where unknown)."""
     by_category: dict[str, Tally]
     by_source: dict[str, Tally]
     bytes_on_disk: int
@@ -58,6 +61,8 @@ def summarize(name: str, folder: Path, clips: Iterable[Clip]) -> CorpusSummary:
         for tally in tallies:
             tally.clips += 1
             tally.seconds += clip.duration
+            if clip.category == SPEECH and clip.speaker:
+                tally.speakers.add(clip.speaker)
     size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else 0
     return CorpusSummary(
         name=name,
@@ -71,18 +76,20 @@ def summarize(name: str, folder: Path, clips: Iterable[Clip]) -> CorpusSummary:
 
 
 def render(summary: CorpusSummary, console: Console | None = None) -> None:
-    """Print the composition table (speech by language, then every category) and the totals."""
+    """Print the composition table (speech by language with its speakers, then every category) and totals."""
     console = console or Console()
     table = Table(title=f"corpus `{summary.name}`: {summary.folder}")
     table.add_column("group")
     table.add_column("name")
     table.add_column("clips", justify="right")
     table.add_column("minutes", justify="right")
+    table.add_column("speakers", justify="right")
     for section, tallies in (("language", summary.by_language), ("category", summary.by_category)):
         for key, tally in tallies.items():
-            table.add_row(section, key, str(tally.clips), f"{tally.minutes:.1f}")
+            table.add_row(section, key, str(tally.clips), f"{tally.minutes:.1f}", _speakers(tally))
         table.add_section()
-    table.add_row("total", "", str(summary.total.clips), f"{summary.total.minutes:.1f}")
+    total = summary.total
+    table.add_row("total", "", str(total.clips), f"{total.minutes:.1f}", _speakers(total))
     console.print(table)
     line = f"{summary.bytes_on_disk / 1e6:.1f} MB on disk"
     if summary.timings:
@@ -90,3 +97,7 @@ def render(summary: CorpusSummary, console: Console | None = None) -> None:
     console.print(line)
     if summary.skipped:
         console.print(f"[yellow]{len(summary.skipped)} skipped[/yellow]")
+
+
+def _speakers(tally: Tally) -> str:
+    return str(len(tally.speakers)) if tally.speakers else ""

@@ -1,5 +1,5 @@
-"""Corpus builders on small real inputs: Asterisk and Fish Fillets parsers, selection, synthesis, licences,
-and unpacking a real (hand-made) Debian package."""
+"""Corpus builders on small real inputs: Asterisk (core and second voices) and Fish Fillets parsers,
+selection, synthesis, licences, the summary, and unpacking a real (hand-made) Debian package."""
 
 from __future__ import annotations
 
@@ -13,11 +13,13 @@ import numpy as np
 import pytest
 
 from pipelines.audio import SAMPLE_RATE
-from pipelines.corpus import asterisk, fillets, synth
+from pipelines.corpus import asterisk, asterisk_voices, fillets, synth
 from pipelines.corpus.candidate import Candidate, language_code, parallel, shuffled, slug, spread
 from pipelines.corpus.debian import PackageUnavailableError, debs_dir, ensure_packages
 from pipelines.corpus.manifest import Clip
 from pipelines.corpus.notice import licence_for, notice_text, parse_dep5
+from pipelines.corpus.summary import summarize
+from pipelines.errors import AtlasError, AudioDecodeError
 from tests.fixtures.audio import encode, tone
 
 CORE_SOUNDS = """\ufeff; Core Asterisk Sounds in English
@@ -47,6 +49,9 @@ dialogStr(
 "Restartuj to.\nHned teď!")
 
 dialogId("text0", "font_white",  "mplayer kufrik.ogg")
+
+dialogId("z-o-blahoprejeme", "font_both", "CONGRATULATIONS!!!")
+dialogStr("GRATULUJEME!!!")
 """
 
 
@@ -61,7 +66,7 @@ def test_core_sounds_parser_keeps_spoken_prompts_only() -> None:
 
 def test_lua_dialog_parser_undoes_escapes() -> None:
     dialogs = fillets.parse_dialogs(DIALOGS)
-    assert set(dialogs) == {"vit-hs-vitejteA", "war-v-pohadka", "m-restartuj", "text0"}
+    assert set(dialogs) == {"vit-hs-vitejteA", "war-v-pohadka", "m-restartuj", "text0", "z-o-blahoprejeme"}
     assert dialogs["vit-hs-vitejteA"].text == "Vítejte v nejkrásnějším městě pod sluncem."
     assert dialogs["vit-hs-vitejteA"].font == "font_statue"
     assert dialogs["war-v-pohadka"].text == 'We gaan naar /etc om te kletsen, zei hij: "Echt waar?"'
@@ -203,6 +208,7 @@ def _asterisk_tree(root: Path, language: str, prompts: dict[str, float]) -> dict
     voice = audio_pkg / f"usr/share/asterisk/sounds/{language}_XX_f_Voice"
     voice.mkdir(parents=True)
     for name, seconds in prompts.items():
+        (voice / name).parent.mkdir(parents=True, exist_ok=True)
         (voice / f"{name}.g722").write_bytes(b"\x00" * int(seconds * asterisk.G722_BYTES_PER_SECOND))
     copyright_dir = audio_pkg / f"usr/share/doc/asterisk-core-sounds-{language}-g722"
     copyright_dir.mkdir(parents=True)
@@ -236,6 +242,76 @@ def test_asterisk_prompts_from_a_package_tree(tmp_path: Path) -> None:
     assert [[c.id for c in g] for g in groups] == [["asterisk-en-vm-intro", "asterisk-ru-vm-intro"]]
 
 
+def _voice_package(root: Path, voice: asterisk_voices.Voice, prompts: dict[str, float]) -> dict[str, Path]:
+    """A miniature second-voice package: raw GSM prompts (silent frames) under the voice's folder."""
+    package = root / voice.package
+    sounds = package / "usr/share/asterisk/sounds" / voice.folder
+    for name, seconds in prompts.items():
+        (sounds / name).parent.mkdir(parents=True, exist_ok=True)
+        frames = int(seconds * asterisk_voices.GSM_BYTES_PER_SECOND) // asterisk_voices.GSM_FRAME_BYTES
+        (sounds / f"{name}{voice.suffix}").write_bytes(bytes(frames * asterisk_voices.GSM_FRAME_BYTES))
+    doc = package / "usr/share/doc" / voice.package
+    doc.mkdir(parents=True)
+    (doc / "copyright").write_text(f"Upstream Author: {voice.holder}\n", encoding="utf-8")
+    return {voice.package: package}
+
+
+def _gsm_voice(reads_core_text: bool) -> asterisk_voices.Voice:
+    return asterisk_voices.Voice(
+        "asterisk-prompt-es-test", "es", "es", ".gsm", "tester", reads_core_text, "GPL-2", "2006, X", "X Ltd."
+    )
+
+
+@pytest.mark.parametrize("reads_core_text", [False, True])
+def test_second_voice_joins_core_groups_by_prompt_name(tmp_path: Path, reads_core_text: bool) -> None:
+    voice = _gsm_voice(reads_core_text)
+    folders = _asterisk_tree(tmp_path, "es", {"vm-goodbye": 2.0, "followme/options": 3.0, "vm-intro": 2.0})
+    folders |= _voice_package(
+        tmp_path,
+        voice,
+        # core names (one too short, one in a subfolder), then names without core text: skipped
+        {"vm-goodbye": 2.0, "followme/options": 2.5, "vm-intro": 1.0, "digits/1": 1.6, "beep": 1.6, "own": 2},
+    )
+    found = asterisk_voices.prompts(folders, voice, min_seconds=1.5)
+    assert [c.id for c in found] == ["asterisk-es-tester-followme-options", "asterisk-es-tester-vm-goodbye"]
+    core = {c.extra["prompt"]: c for c in asterisk.prompts(folders, "es")}
+    for clip in found:
+        twin = core[clip.extra["prompt"]]
+        assert clip.group == twin.group and clip.language == "es" and clip.source == voice.package
+        assert clip.speaker == "asterisk-tester" != twin.speaker
+        assert clip.transcript == (twin.transcript if reads_core_text else "")
+        assert (clip.licence, clip.extra["copyright"]) == ("GPL-2", "2006, X")
+    audio = found[0].load()  # 8 kHz GSM, upsampled
+    assert audio.dtype == np.float32 and abs(audio.size / SAMPLE_RATE - found[0].seconds) < 0.01
+
+
+def test_second_voice_rights_are_checked_against_its_copyright_file(tmp_path: Path) -> None:
+    voice = _gsm_voice(False)
+    folders = _asterisk_tree(tmp_path, "es", {"vm-goodbye": 2.0}) | _voice_package(tmp_path, voice, {})
+    (folders[voice.package] / "usr/share/doc" / voice.package / "copyright").write_text("Someone else\n")
+    with pytest.raises(AtlasError, match="no longer names X Ltd."):
+        asterisk_voices.prompts(folders, voice)
+
+
+def test_gsm_without_a_whole_frame_is_a_decode_error(tmp_path: Path) -> None:
+    (tmp_path / "short.gsm").write_bytes(b"\xd0" * 20)
+    with pytest.raises(AudioDecodeError, match="no whole GSM frame"):
+        asterisk_voices.decode_gsm(tmp_path / "short.gsm")
+
+
+def test_summary_counts_speakers_per_language() -> None:
+    clips = [
+        Clip("a", "a.flac", 2.0, language="en", speaker="asterisk-allison"),
+        Clip("b", "b.flac", 2.0, language="es", speaker="asterisk-allison"),
+        Clip("c", "c.flac", 2.0, language="es", speaker="asterisk-july"),
+        Clip("d", "d.flac", 2.0, language="es"),
+        Clip("e", "e.flac", 5.0, "music"),
+    ]
+    summary = summarize("demo", Path("/nonexistent"), clips)
+    assert {k: len(t.speakers) for k, t in summary.by_language.items()} == {"en": 1, "es": 2}
+    assert summary.by_language["es"].clips == 3 and len(summary.total.speakers) == 2
+
+
 def test_fillets_lines_decode_stereo_odd_rate_voices(tmp_path: Path) -> None:
     game = tmp_path / "fillets-ng-data" / fillets.GAME
     (game / "script/city").mkdir(parents=True)
@@ -243,6 +319,7 @@ def test_fillets_lines_decode_stereo_odd_rate_voices(tmp_path: Path) -> None:
     voices = tmp_path / "fillets-ng-data-nl" / fillets.GAME / "sound/city/nl"
     voices.mkdir(parents=True)
     encode(voices.parent / "nl" / "war-v-pohadka.ogg", tone(1.2, 22050), 22050, channels=2)
+    encode(voices.parent / "nl" / "z-o-blahoprejeme.ogg", tone(1.2, 22050), 22050)  # both fish: no speaker
     folders = {
         "fillets-ng-data": tmp_path / "fillets-ng-data",
         "fillets-ng-data-nl": tmp_path / "fillets-ng-data-nl",

@@ -35,13 +35,30 @@ def test_small_corpus_composition(shared_cache: Path, tmp_path: Path) -> None:
     assert summary.total.clips == len(clips) and not summary.skipped
 
     speech = [c for c in clips if c.category == SPEECH]
-    per_language = Counter(c.language for c in speech)
-    assert per_language == {lang: spec.parallel_groups for lang in ("en", "es", "fr", "it", "ru")} | {
-        lang: spec.fillets_pairs for lang in ("cs", "nl")
-    }
-    groups = Counter(c.group for c in speech)
-    assert all(groups[c.group] == (5 if c.source.startswith("asterisk") else 2) for c in speech)
-    assert all(c.transcript and c.speaker and c.licence and 1.5 <= c.duration <= 30 for c in speech)
+    core = [c for c in speech if c.source.startswith("asterisk-core-sounds")]
+    assert Counter(c.language for c in core) == dict.fromkeys(
+        ("en", "es", "fr", "it", "ru"), spec.parallel_groups
+    )
+    fillets_groups = Counter(c.group for c in speech if c.source.startswith("fillets"))
+    assert Counter(fillets_groups.values()) == {2: spec.fillets_pairs, 1: spec.fillets_solos}
+    assert all(c.speaker and c.licence and 1.5 <= c.duration <= 30 for c in speech)
+    assert all(
+        c.transcript
+        for c in speech
+        if c.source not in ("asterisk-prompt-es-co", "asterisk-prompt-fr-armelle")
+    )
+
+    # every second voice joins a core group (which spans all five languages): two speakers in es, fr, it
+    core_groups = Counter(c.group for c in core)
+    assert set(core_groups.values()) == {5}
+    second = [c for c in speech if c.source.startswith("asterisk-prompt")]
+    assert second and all(c.group in core_groups and c.language in ("es", "fr", "it") for c in second)
+    speakers: dict[str, set[str]] = {}
+    for clip in speech:
+        speakers.setdefault(clip.language, set()).add(clip.speaker)
+    assert len([lang for lang, found in speakers.items() if len(found) >= 2]) >= 3
+    assert {lang for lang in ("es", "fr", "it") if len(speakers[lang]) == 2} == {"es", "fr", "it"}
+    assert summary.by_language["it"].speakers == speakers["it"]
     nonspeech = Counter(c.category for c in clips if c.category != SPEECH)
     assert nonspeech == {k: n for k, n in spec.nonspeech.items() if n}
     assert set(nonspeech) <= set(NON_SPEECH_CATEGORIES)
@@ -54,7 +71,8 @@ def test_small_corpus_composition(shared_cache: Path, tmp_path: Path) -> None:
     notice = (folder / "NOTICE").read_text()
     assert all(c.source in notice for c in clips)
     assert (folder / "licences" / "asterisk-core-sounds-en-g722.copyright").is_file()
-    assert build_info("small") == {"size": "small", "seed": 0, "builder": 1, "clips": len(clips)}
+    assert (folder / "licences" / "asterisk-prompt-it-menardi-wav.copyright").is_file()
+    assert build_info("small") == {"size": "small", "seed": 0, "builder": 2, "clips": len(clips)}
 
     # a user's clips survive a rebuild, and the rebuild selects exactly the same clips
     (tmp_path / "mine").mkdir()
