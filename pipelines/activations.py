@@ -2,7 +2,7 @@
 
 On disk, under `data/runs/<run>/activations/`:
 
-    meta.json              {"model", "layer", "d_model", "dtype": "float16", "corpus", "shards": [...]}
+    meta.json              {"model", "layer", "d_model", "dtype", "corpus", "window", "shards": [...]}
     shard_00000.npy        float16 (N, D): one row per REAL frame (padding never stored)
     shard_00000.index.npy  int32 (N, 2): (clip row in the manifest, encoder frame within the clip)
 
@@ -29,6 +29,8 @@ class ShardInfo:
     name: str
     n_frames: int
     clip_rows: list[int]
+    windows: list[list[int]] = field(default_factory=list)
+    """The clip rows of each encoder window (packed blocks listed as windows of one clip)."""
 
 
 @dataclass
@@ -40,6 +42,8 @@ class ActivationsMeta:
     fingerprint: str = ""
     """Hash of the inputs (model, layer, manifest) the shards were made from; a change invalidates them."""
     dtype: str = "float16"
+    window: str = "packed"
+    """How windows were filled (`pipelines.recordings.WindowMode`); metas written before it were packed."""
     shards: list[ShardInfo] = field(default_factory=list)
 
     @property
@@ -49,6 +53,14 @@ class ActivationsMeta:
     @property
     def done_clip_rows(self) -> set[int]:
         return {row for s in self.shards for row in s.clip_rows}
+
+    @property
+    def solo_clip_rows(self) -> set[int]:
+        """Clips that had every window to themselves (what the server computes for an upload)."""
+        if self.window == "packed":
+            return set()
+        shared = {row for s in self.shards for w in s.windows if len(w) > 1 for row in w}
+        return self.done_clip_rows - shared
 
 
 def read_meta(folder: Path) -> ActivationsMeta | None:
@@ -66,7 +78,13 @@ def write_meta(folder: Path, meta: ActivationsMeta) -> None:
     tmp.replace(folder / META_NAME)
 
 
-def append_shard(folder: Path, meta: ActivationsMeta, acts_ND: np.ndarray, index_N2: np.ndarray) -> None:
+def append_shard(
+    folder: Path,
+    meta: ActivationsMeta,
+    acts_ND: np.ndarray,
+    index_N2: np.ndarray,
+    windows: list[list[int]] | None = None,
+) -> None:
     """Write one shard (whole clips) and record it in meta.json only once its files are complete."""
     assert acts_ND.shape[0] == index_N2.shape[0] and acts_ND.shape[1] == meta.d_model
     folder.mkdir(parents=True, exist_ok=True)
@@ -74,7 +92,9 @@ def append_shard(folder: Path, meta: ActivationsMeta, acts_ND: np.ndarray, index
     np.save(folder / f"{name}.npy", acts_ND.astype(np.float16, copy=False))
     np.save(folder / f"{name}.index.npy", index_N2.astype(np.int32, copy=False))
     clip_rows = sorted(set(int(r) for r in index_N2[:, 0]))
-    meta.shards.append(ShardInfo(name=name, n_frames=int(acts_ND.shape[0]), clip_rows=clip_rows))
+    meta.shards.append(
+        ShardInfo(name=name, n_frames=int(acts_ND.shape[0]), clip_rows=clip_rows, windows=windows or [])
+    )
     write_meta(folder, meta)
 
 

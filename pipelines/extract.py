@@ -6,14 +6,17 @@ n samples has `real_frames(n)` frames in its window, the rest of the 30 s is pad
 larger norms and would dominate an SAE). Clips longer than 30 s are cut into 30 s windows whose frames
 continue the clip's frame numbering.
 
-Two ways to run the encoder:
-- solo (`pack=False`): every window holds one clip, padded to 30 s, exactly what the server sees live;
-- packed (`pack=True`, see `pipelines.model.packing`): short clips share a window, each with its own
-  `context_frames` of padding; several times faster on CPU at a measured fidelity (per-frame cosine ~0.99).
+Three ways to fill the encoder's windows (`window`):
+- `recording` (default, `pipelines.recordings`): a speaker's clips joined into recordings of up to 30 s, so
+  every window is exactly what Whisper computes for that recording and is mostly speech; other clips alone;
+- `solo`: every clip alone in a window padded to 30 s, exactly what the server computes for an upload
+  (twice the windows of `recording` on the default corpus);
+- `packed` (`pipelines.model.packing`): short clips share a window, each with its own `context_frames` of
+  padding; an approximation of the solo window (per-frame cosine ~0.99) that Whisper never computes.
 
-Shards hold whole clips (`pipelines.activations`); meta.json is rewritten after each, so an interrupted run
-resumes at the next unfinished clip. A changed fingerprint (model, layer, manifest content, packing) discards
-the old shards and starts over.
+Shards hold whole recordings (`pipelines.activations`), and meta.json lists each window's clips; it is
+rewritten after each shard, so an interrupted run resumes at the next unfinished recording with the same
+plan. A changed fingerprint (model, layer, manifest content, window mode) discards the old shards.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from pipelines.model.encoder import check_layer, encode, features_for, real_fram
 from pipelines.model.loader import WhisperBundle
 from pipelines.model.packing import PackConfig, block_features, build_batch, packed_layout, plan_windows
 from pipelines.paths import RunPaths
+from pipelines.recordings import WINDOW_MODES, Recording, WindowMode, join, plan_recordings
 from pipelines.stages import fingerprint
 
 SHARD_FRAMES = 16384
@@ -48,7 +52,7 @@ class ExtractReport:
     """What one `extract` call did."""
 
     layer: int
-    packed: bool
+    window: WindowMode
     clips_total: int
     clips_done: int
     """Clips encoded by this call."""
@@ -70,23 +74,42 @@ class ExtractReport:
 
 
 @dataclass
-class _Piece:
-    """At most 30 s of one clip: what one window (or one packed block) encodes."""
+class _Span:
+    """The frames of one clip in one window."""
 
     row: int
     first_frame: int
+    """Frame number in the clip of the span's first frame (clips over 30 s span several windows)."""
+    offset: int
+    """Encoder frame of the window where the span starts."""
+    n_real: int
+
+
+@dataclass
+class _Window:
+    """The audio of one encoder window (packed: of one block) and the clip frames it holds."""
+
     audio: np.ndarray
+    spans: list[_Span]
 
     @property
-    def n_real(self) -> int:
-        return real_frames(len(self.audio))
+    def rows(self) -> list[int]:
+        return [s.row for s in self.spans]
 
 
-def _pieces(row: int, audio: np.ndarray) -> list[_Piece]:
-    return [
-        _Piece(row, start // SAMPLES_PER_FRAME, audio[start : start + WINDOW_SAMPLES])
-        for start in range(0, len(audio), WINDOW_SAMPLES)
-    ]
+def _solo_windows(row: int, audio: np.ndarray) -> list[_Window]:
+    """One window per 30 s of a clip, its frames numbered on from the previous window's."""
+    windows = []
+    for start in range(0, len(audio), WINDOW_SAMPLES):
+        piece = audio[start : start + WINDOW_SAMPLES]
+        windows.append(_Window(piece, [_Span(row, start // SAMPLES_PER_FRAME, 0, real_frames(len(piece)))]))
+    return windows
+
+
+def _recording_window(rows: list[int], audios: list[np.ndarray]) -> _Window:
+    recording, offsets = join(audios)
+    spans = [_Span(row, 0, off, real_frames(len(a))) for row, a, off in zip(rows, audios, offsets)]
+    return _Window(recording, spans)
 
 
 def _stored(acts_TD: torch.Tensor) -> torch.Tensor:
@@ -94,41 +117,45 @@ def _stored(acts_TD: torch.Tensor) -> torch.Tensor:
     return acts_TD.to("cpu", torch.float16)
 
 
-def _encode_solo(
-    bundle: WhisperBundle, pieces: list[_Piece], layer: int, batch_size: int
-) -> tuple[list, int]:
-    """Activations (n_real, D) per piece, one padded window each; and the number of windows run."""
+def _encode_windows(bundle: WhisperBundle, windows: list[_Window], layer: int, batch_size: int) -> list:
+    """Activations (n_real, D) per span, each window padded to 30 s as Whisper pads it."""
     acts = []
-    for start in range(0, len(pieces), batch_size):
-        chunk = pieces[start : start + batch_size]
-        out_BTD = encode(bundle, features_for(bundle, [p.audio for p in chunk]), layer)
-        acts += [_stored(out_BTD[i, : p.n_real]) for i, p in enumerate(chunk)]
-    return acts, len(pieces)
+    for start in range(0, len(windows), batch_size):
+        chunk = windows[start : start + batch_size]
+        out_BTD = encode(bundle, features_for(bundle, [w.audio for w in chunk]), layer)
+        acts += [
+            _stored(out_BTD[i, s.offset : s.offset + s.n_real]) for i, w in enumerate(chunk) for s in w.spans
+        ]
+    return acts
 
 
 def _encode_packed(
-    bundle: WhisperBundle, pieces: list[_Piece], layer: int, batch_size: int, config: PackConfig
+    bundle: WhisperBundle, windows: list[_Window], layer: int, batch_size: int, config: PackConfig
 ) -> tuple[list, int]:
-    """Activations (n_real, D) per piece from packed windows; and the number of windows run."""
-    windows = plan_windows([p.n_real for p in pieces], config)
-    acts: list = [None] * len(pieces)
-    for start in range(0, len(windows), batch_size):
-        chunk = windows[start : start + batch_size]
-        mels = {pl.item: block_features(bundle, pieces[pl.item].audio, pl.block) for w in chunk for pl in w}
+    """Activations (n_real, D) per single-span window from packed windows; and the number of windows run."""
+    plan = plan_windows([w.spans[0].n_real for w in windows], config)
+    acts: list = [None] * len(windows)
+    for start in range(0, len(plan), batch_size):
+        chunk = plan[start : start + batch_size]
+        mels = {pl.item: block_features(bundle, windows[pl.item].audio, pl.block) for w in chunk for pl in w}
         batch = build_batch(chunk, mels)
         with packed_layout(bundle, batch):
             out_BTD = encode(bundle, batch.features_BMT, layer)
-        for row, window in enumerate(chunk):
-            for pl in window:
-                acts[pl.item] = _stored(out_BTD[row, pl.offset : pl.offset + pieces[pl.item].n_real])
-    return acts, len(windows)
+        for row, packed in enumerate(chunk):
+            for pl in packed:
+                acts[pl.item] = _stored(
+                    out_BTD[row, pl.offset : pl.offset + windows[pl.item].spans[0].n_real]
+                )
+    return acts, len(plan)
 
 
-def extraction_fingerprint(corpus: Path, bundle: WhisperBundle, layer: int, pack: PackConfig | None) -> str:
-    """Hash of what the activations depend on: model, layer, manifest content, packing."""
+def extraction_fingerprint(
+    corpus: Path, bundle: WhisperBundle, layer: int, window: WindowMode, pack: PackConfig | None
+) -> str:
+    """Hash of what the activations depend on: model, layer, manifest content, window mode (and packing)."""
     manifest = hashlib.sha256((corpus / MANIFEST_NAME).read_bytes()).hexdigest()
     packing = pack.context_frames if pack is not None else None
-    return fingerprint(model=bundle.name, layer=layer, manifest=manifest, pack_context_frames=packing)
+    return fingerprint(model=bundle.name, layer=layer, manifest=manifest, window=window, pack=packing)
 
 
 def _open_meta(folder: Path, fresh: ActivationsMeta) -> tuple[ActivationsMeta, bool]:
@@ -142,16 +169,23 @@ def _open_meta(folder: Path, fresh: ActivationsMeta) -> tuple[ActivationsMeta, b
     return fresh, meta is not None
 
 
-def _chunks(rows: list[int], clips: list[Clip], frames: int) -> list[list[int]]:
-    """Consecutive rows whose estimated frames fill about one shard."""
-    chunks: list[list[int]] = [[]]
+def _units(clips: list[Clip], window: WindowMode) -> list[Recording]:
+    """The groups of rows encoded together: speaker recordings, or every clip alone (solo and packed)."""
+    if window == "recording":
+        return plan_recordings(clips)
+    return [Recording((row,)) for row in range(len(clips))]
+
+
+def _chunks(units: list[Recording], clips: list[Clip], frames: int) -> list[list[Recording]]:
+    """Consecutive units whose estimated frames fill about one shard (a shard holds whole units)."""
+    chunks: list[list[Recording]] = [[]]
     total = 0
-    for row in rows:
+    for unit in units:
         if chunks[-1] and total >= frames:
             chunks.append([])
             total = 0
-        chunks[-1].append(row)
-        total += int(clips[row].duration * SAMPLE_RATE / SAMPLES_PER_FRAME) + 1
+        chunks[-1].append(unit)
+        total += sum(int(clips[r].duration * SAMPLE_RATE / SAMPLES_PER_FRAME) + 1 for r in unit.rows)
     return [c for c in chunks if c]
 
 
@@ -161,7 +195,7 @@ def extract(
     bundle: WhisperBundle,
     layer: int | None,
     batch_size: int,
-    pack: bool,
+    window: WindowMode = "recording",
     *,
     context_frames: int = PackConfig.context_frames,
     shard_frames: int = SHARD_FRAMES,
@@ -173,6 +207,8 @@ def extract(
     """
     if batch_size < 1:
         raise AtlasError(f"batch size must be at least 1, got {batch_size}")
+    if window not in WINDOW_MODES:
+        raise AtlasError(f"unknown window mode {window!r}: choose one of {', '.join(WINDOW_MODES)}")
     if not (corpus / MANIFEST_NAME).is_file():
         raise missing_stage("corpus manifest", corpus, "corpus build")
     layer = bundle.n_layers if layer is None else layer
@@ -180,24 +216,25 @@ def extract(
         check_layer(bundle, layer)
     except ValueError as exc:
         raise AtlasError(str(exc)) from exc
-    config = PackConfig(context_frames=context_frames) if pack else None
+    config = PackConfig(context_frames=context_frames) if window == "packed" else None
     clips = read_manifest(corpus)
     fresh = ActivationsMeta(
         model=bundle.name,
         layer=layer,
         d_model=bundle.d_model,
         corpus=corpus.name,
-        fingerprint=extraction_fingerprint(corpus, bundle, layer, config),
+        fingerprint=extraction_fingerprint(corpus, bundle, layer, window, config),
+        window=window,
     )
     meta, restarted = _open_meta(run.activations, fresh)
     done = meta.done_clip_rows
-    todo = [row for row in range(len(clips)) if row not in done]
+    todo = [unit for unit in _units(clips, window) if not done.issuperset(unit.rows)]
     report = ExtractReport(
         layer=layer,
-        packed=pack,
+        window=window,
         clips_total=len(clips),
         clips_done=0,
-        clips_skipped=len(clips) - len(todo),
+        clips_skipped=len(clips) - sum(len(u.rows) for u in todo),
         frames=0,
         windows=0,
         seconds=0.0,
@@ -206,41 +243,57 @@ def extract(
     started = time.perf_counter()
     finished = report.clips_skipped
     for chunk in _chunks(todo, clips, shard_frames):
-        pieces = _decode_chunk(corpus, clips, chunk, report)
-        if pieces:
+        windows = _decode_chunk(corpus, clips, chunk, report)
+        if windows:
             with torch.inference_mode():
                 if config is not None:
-                    acts, windows = _encode_packed(bundle, pieces, layer, batch_size, config)
+                    acts, n_windows = _encode_packed(bundle, windows, layer, batch_size, config)
                 else:
-                    acts, windows = _encode_solo(bundle, pieces, layer, batch_size)
-            _append(run.activations, meta, pieces, acts, report)
-            report.windows += windows
-        finished += len(chunk)
+                    acts, n_windows = _encode_windows(bundle, windows, layer, batch_size), len(windows)
+            _append(run.activations, meta, windows, acts, report)
+            report.windows += n_windows
+        finished += sum(len(u.rows) for u in chunk)
         if on_progress is not None:
             on_progress(finished, len(clips))
     report.seconds = time.perf_counter() - started
     return report
 
 
-def _decode_chunk(corpus: Path, clips: list[Clip], chunk: list[int], report: ExtractReport) -> list[_Piece]:
-    """The non-empty pieces of the chunk's clips; clips that fail to decode are listed in `report.failed`."""
-    pieces: list[_Piece] = []
-    for row in chunk:
-        try:
-            pieces += _pieces(row, decode_audio(corpus / clips[row].path))
-        except AtlasError as exc:
-            report.failed.append(f"{clips[row].id}: {exc}")
-    return [p for p in pieces if p.n_real > 0]
+def _decode_chunk(
+    corpus: Path, clips: list[Clip], chunk: list[Recording], report: ExtractReport
+) -> list[_Window]:
+    """The windows of the chunk's units; clips that fail to decode are listed in `report.failed`."""
+    windows: list[_Window] = []
+    for unit in chunk:
+        rows, audios = [], []
+        for row in unit.rows:
+            try:
+                audio = decode_audio(corpus / clips[row].path)
+            except AtlasError as exc:
+                report.failed.append(f"{clips[row].id}: {exc}")
+                continue
+            if real_frames(len(audio)) > 0:
+                rows.append(row)
+                audios.append(audio)
+        if unit.solo:
+            windows += [w for row, audio in zip(rows, audios) for w in _solo_windows(row, audio)]
+        elif rows:
+            try:
+                windows.append(_recording_window(rows, audios))
+            except ValueError as exc:
+                report.failed += [f"{clips[row].id}: {exc}" for row in rows]
+    return windows
 
 
 def _append(
-    folder: Path, meta: ActivationsMeta, pieces: list[_Piece], acts: list, report: ExtractReport
+    folder: Path, meta: ActivationsMeta, windows: list[_Window], acts: list, report: ExtractReport
 ) -> None:
-    """Write the pieces' activations as one shard, each frame indexed by (clip row, frame in the clip)."""
+    """Write the windows' activations as one shard, each frame indexed by (clip row, frame in the clip)."""
+    spans = [s for w in windows for s in w.spans]
     acts_ND = torch.cat(acts).numpy()
     index_N2 = np.concatenate(
-        [np.stack([np.full(p.n_real, p.row), p.first_frame + np.arange(p.n_real)], axis=1) for p in pieces]
+        [np.stack([np.full(s.n_real, s.row), s.first_frame + np.arange(s.n_real)], axis=1) for s in spans]
     )
-    append_shard(folder, meta, acts_ND, index_N2)
+    append_shard(folder, meta, acts_ND, index_N2, windows=[w.rows for w in windows])
     report.frames += len(index_N2)
-    report.clips_done += len({p.row for p in pieces})
+    report.clips_done += len({s.row for s in spans})

@@ -8,6 +8,7 @@ import typer
 
 from pipelines.model.pack_config import PackConfig
 from pipelines.paths import DEFAULT_CORPUS, DEFAULT_RUN
+from pipelines.recordings import WindowMode
 
 
 def register(app: typer.Typer) -> None:
@@ -22,16 +23,17 @@ def register(app: typer.Typer) -> None:
             Optional[int], typer.Option(help="Encoder layer 0..N (default N: the final output).")
         ] = None,
         batch_size: Annotated[int, typer.Option(help="Windows per encoder call.")] = 4,
-        pack: Annotated[
-            bool,
+        window: Annotated[
+            WindowMode,
             typer.Option(
-                help="Pack short clips into shared windows, each keeping --pack-context frames of its own "
-                "padding: 2.4-3.3x faster on CPU; per-frame cosine to solo windows 0.985 (speech 0.989, "
-                "non-speech 0.967). --no-pack gives every clip its own 30 s window (exact, as the server)."
+                help="How clips fill encoder windows. recording: a speaker's clips joined into recordings of "
+                "up to 30 s (exact Whisper computation, mostly speech); solo: every clip alone in a padded "
+                "30 s window (exact, as the server, ~2x the windows); packed: clips share windows, each "
+                "keeping --pack-context frames of padding (approximate: per-frame cosine to solo 0.985)."
             ),
-        ] = True,
+        ] = "recording",
         pack_context: Annotated[
-            int, typer.Option(help="Padding frames (20 ms) each packed clip keeps.")
+            int, typer.Option(help="Padding frames (20 ms) each packed clip keeps (--window packed).")
         ] = PackConfig.context_frames,
     ) -> None:
         """Run Whisper's encoder over the corpus and store float16 activations of real frames (resumable)."""
@@ -58,15 +60,15 @@ def register(app: typer.Typer) -> None:
                 bundle,
                 layer,
                 batch_size,
-                pack,
+                window,
                 context_frames=pack_context,
                 on_progress=update,
             )
         if report.restarted:
-            console.print("inputs changed (model, layer, corpus or packing): previous activations discarded")
+            console.print("inputs changed (model, layer, corpus or windows): previous activations discarded")
         for failure in report.failed:
             console.print(f"  skipped {failure}", markup=False, highlight=False)
-        mode = f"packed (context {pack_context})" if pack else "solo windows"
+        mode = f"packed (context {pack_context})" if window == "packed" else f"{window} windows"
         console.print(
             f"layer {report.layer}, {mode}: {report.clips_done} clips encoded, "
             f"{report.clips_skipped} already done, {report.frames:,} frames in {report.windows} windows, "

@@ -1,4 +1,4 @@
-"""Extraction on the tiny random Whisper: real frames only, index rows, long clips, packing, resume."""
+"""Extraction on the tiny random Whisper: real frames, index rows, long clips, recordings, packing, resume."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from pipelines.extract import extract
 from pipelines.model.encoder import FRAMES_PER_WINDOW, encode, features_for, real_frames
 from pipelines.model.packing import PackConfig, block_features, build_batch, packed_layout, plan_windows
 from pipelines.paths import RunPaths
+from pipelines.recordings import GAP_SAMPLES, join, plan_recordings
 
 SR = 16000
 SECONDS = [1.3, 0.45, 2.0, 31.0, 0.8]
@@ -62,7 +63,7 @@ def solo_reference(tiny, audio: np.ndarray, layer: int | None = None) -> torch.T
 
 def test_solo_extraction_stores_real_frames_only(tiny, corpus, data_root) -> None:
     run = RunPaths.named("r")
-    report = extract(corpus, run, tiny, None, 2, False)
+    report = extract(corpus, run, tiny, None, 2, "solo")
     acts, index = load_all(run.activations)
     meta = read_meta(run.activations)
     assert meta is not None and (meta.layer, meta.d_model, meta.model) == (2, 64, "tiny-random")
@@ -84,7 +85,7 @@ def test_solo_extraction_stores_real_frames_only(tiny, corpus, data_root) -> Non
 
 def test_intermediate_layer(tiny, corpus, data_root) -> None:
     run = RunPaths.named("mid")
-    extract(corpus, run, tiny, 1, 4, False)
+    extract(corpus, run, tiny, 1, 4, "solo")
     acts, index = load_all(run.activations)
     assert read_meta(run.activations).layer == 1
     expected = solo_reference(tiny, decoded(corpus, 0), layer=1).numpy()
@@ -94,8 +95,8 @@ def test_intermediate_layer(tiny, corpus, data_root) -> None:
 def test_packing_with_full_context_is_exact(tiny, corpus, data_root) -> None:
     """Context 1499 gives every clip a whole window: the packed path must reproduce the solo path."""
     solo, packed = RunPaths.named("solo"), RunPaths.named("packed")
-    extract(corpus, solo, tiny, None, 2, False)
-    report = extract(corpus, packed, tiny, None, 2, True, context_frames=FRAMES_PER_WINDOW - 1)
+    extract(corpus, solo, tiny, None, 2, "solo")
+    report = extract(corpus, packed, tiny, None, 2, "packed", context_frames=FRAMES_PER_WINDOW - 1)
     assert report.windows == len(SECONDS) + 1
     a_acts, a_index = load_all(solo.activations)
     b_acts, b_index = load_all(packed.activations)
@@ -155,7 +156,7 @@ def test_plan_windows_fills_first_fit_decreasing() -> None:
 
 def test_resume_skips_finished_clips(tiny, corpus, data_root) -> None:
     run = RunPaths.named("resume")
-    first = extract(corpus, run, tiny, None, 2, False, shard_frames=100)
+    first = extract(corpus, run, tiny, None, 2, "solo", shard_frames=100)
     meta = read_meta(run.activations)
     assert len(meta.shards) >= 3
     full_acts, full_index = load_all(run.activations)
@@ -163,40 +164,131 @@ def test_resume_skips_finished_clips(tiny, corpus, data_root) -> None:
     kept = meta.shards[:1]
     meta.shards = kept
     write_meta(run.activations, meta)
-    second = extract(corpus, run, tiny, None, 2, False, shard_frames=100)
+    second = extract(corpus, run, tiny, None, 2, "solo", shard_frames=100)
     assert second.clips_skipped == len(kept[0].clip_rows)
     assert second.clips_done == first.clips_done - second.clips_skipped and not second.restarted
     acts, index = load_all(run.activations)
     order_a, order_b = np.lexsort(full_index.T[::-1]), np.lexsort(index.T[::-1])
     np.testing.assert_array_equal(index[order_b], full_index[order_a])
     np.testing.assert_array_equal(acts[order_b], full_acts[order_a])
-    third = extract(corpus, run, tiny, None, 2, False, shard_frames=100)
+    third = extract(corpus, run, tiny, None, 2, "solo", shard_frames=100)
     assert third.clips_done == 0 and third.clips_skipped == len(SECONDS) and third.frames == 0
 
 
 def test_changed_inputs_restart(tiny, corpus, data_root) -> None:
     run = RunPaths.named("restart")
-    extract(corpus, run, tiny, None, 2, False)
-    again = extract(corpus, run, tiny, 1, 2, False)
+    extract(corpus, run, tiny, None, 2, "solo")
+    again = extract(corpus, run, tiny, 1, 2, "solo")
     assert again.restarted and again.clips_skipped == 0 and read_meta(run.activations).layer == 1
-    packed = extract(corpus, run, tiny, 1, 2, True)
+    packed = extract(corpus, run, tiny, 1, 2, "packed")
     assert packed.restarted and packed.clips_done == len(SECONDS)
     assert read_meta(run.activations).n_frames == len(load_all(run.activations)[1])
 
 
 def test_undecodable_clip_is_reported(tiny, corpus, data_root) -> None:
     (corpus / "audio" / "c1.flac").write_bytes(b"not audio at all")
-    report = extract(corpus, RunPaths.named("bad"), tiny, None, 2, True)
+    report = extract(corpus, RunPaths.named("bad"), tiny, None, 2, "packed")
     assert len(report.failed) == 1 and report.failed[0].startswith("c1: ")
     assert report.clips_done == len(SECONDS) - 1
 
 
 def test_bad_arguments(tiny, corpus, data_root) -> None:
     with pytest.raises(AtlasError, match="layer must be in 0..2"):
-        extract(corpus, RunPaths.named("x"), tiny, 7, 2, False)
+        extract(corpus, RunPaths.named("x"), tiny, 7, 2, "solo")
     with pytest.raises(AtlasError, match="batch size"):
-        extract(corpus, RunPaths.named("x"), tiny, None, 0, False)
+        extract(corpus, RunPaths.named("x"), tiny, None, 0, "solo")
     with pytest.raises(AtlasError, match="context_frames must be in 0..1499"):
-        extract(corpus, RunPaths.named("x"), tiny, None, 2, True, context_frames=1500)
+        extract(corpus, RunPaths.named("x"), tiny, None, 2, "packed", context_frames=1500)
+    with pytest.raises(AtlasError, match="unknown window mode 'blocks'"):
+        extract(corpus, RunPaths.named("x"), tiny, None, 2, "blocks")  # type: ignore[arg-type]
     with pytest.raises(MissingStageError, match="corpus build"):
-        extract(data_root / "nowhere", RunPaths.named("x"), tiny, None, 2, False)
+        extract(data_root / "nowhere", RunPaths.named("x"), tiny, None, 2, "solo")
+
+
+def speaker_corpus(data_root: Path) -> Path:
+    """Clips of two speakers (one of them in two languages), one without a speaker, non-speech clips and a
+    clip too long to join."""
+    folder = data_root / "corpora" / "voices"
+    spec = [  # seconds, speaker, language, category
+        (2.0, "a", "en", "speech"),
+        (1.1, "a", "en", "speech"),
+        (3.0, "b", "en", "speech"),
+        (1.5, "a", "es", "speech"),
+        (2.4, "", "", "music"),
+        (29.9, "a", "en", "speech"),
+        (0.7, "b", "en", "speech"),
+        (1.0, "", "en", "speech"),
+        (1.2, "", "", "noise"),
+        (0.9, "", "", "noise"),
+    ]
+    clips = []
+    for i, (seconds, speaker, language, category) in enumerate(spec):
+        write_flac(folder / "audio" / f"v{i}.flac", make_audio(seconds, i))
+        clips.append(Clip(f"v{i}", f"audio/v{i}.flac", seconds, category, language, speaker=speaker))
+    write_manifest(folder, clips)
+    return folder
+
+
+def test_plan_joins_one_speakers_clips_in_one_language(data_root) -> None:
+    from pipelines.corpus.manifest import read_manifest
+
+    plan = plan_recordings(read_manifest(speaker_corpus(data_root)))
+    assert [r.rows for r in plan] == [(0, 1), (2, 6), (3,), (4,), (5,), (7,), (8, 9)]
+    assert sorted(row for r in plan for row in r.rows) == list(range(10))  # every clip exactly once
+
+
+def test_join_starts_clips_on_frame_boundaries_after_a_gap() -> None:
+    audios = [make_audio(1.0, 0), make_audio(0.33, 1), make_audio(2.0, 2)]
+    recording, offsets = join(audios)
+    assert offsets[0] == 0
+    for previous, offset, audio in zip(audios, offsets[1:], audios[1:]):
+        start = offset * 320
+        np.testing.assert_array_equal(recording[start : start + len(audio)], audio)
+    assert offsets[1] * 320 - len(audios[0]) == GAP_SAMPLES
+    assert offsets[2] * 320 >= offsets[1] * 320 + len(audios[1]) + GAP_SAMPLES
+    with pytest.raises(ValueError, match="do not fit one 30 s window"):
+        join([make_audio(16.0, 0), make_audio(15.0, 1)])
+
+
+def test_recordings_are_encoded_as_whisper_encodes_the_joined_audio(tiny, data_root) -> None:
+    corpus = speaker_corpus(data_root)
+    run = RunPaths.named("rec")
+    report = extract(corpus, run, tiny, None, 2, "recording")
+    meta = read_meta(run.activations)
+    assert meta.window == "recording" and report.window == "recording"
+    assert report.windows == 7  # 5 (29.9 s) fits one window
+    assert [w for s in meta.shards for w in s.windows] == [[0, 1], [2, 6], [3], [4], [5], [7], [8, 9]]
+    assert meta.solo_clip_rows == {3, 4, 5, 7}
+    acts, index = load_all(run.activations)
+    audios = [decoded_from(corpus, i) for i in (2, 6)]
+    recording, offsets = join(audios)
+    whole = encode(tiny, features_for(tiny, [recording]))[0]
+    for row, audio, offset in zip((2, 6), audios, offsets):
+        mine = index[:, 0] == row
+        assert index[mine, 1].tolist() == list(range(real_frames(len(audio))))
+        expected = whole[offset : offset + real_frames(len(audio))].numpy()
+        np.testing.assert_allclose(acts[mine].astype(np.float32), expected, atol=2e-2, rtol=1e-2)
+    alone = index[:, 0] == 4  # the music clip: its own window, as the server computes an upload
+    expected = solo_reference(tiny, decoded_from(corpus, 4)).numpy()
+    np.testing.assert_allclose(acts[alone].astype(np.float32), expected, atol=2e-2, rtol=1e-2)
+
+
+def test_recording_resume_keeps_the_plan(tiny, data_root) -> None:
+    corpus = speaker_corpus(data_root)
+    run = RunPaths.named("rec-resume")
+    extract(corpus, run, tiny, None, 2, "recording", shard_frames=100)
+    full_acts, full_index = load_all(run.activations)
+    meta = read_meta(run.activations)
+    meta.shards = meta.shards[:2]
+    write_meta(run.activations, meta)
+    again = extract(corpus, run, tiny, None, 2, "recording", shard_frames=100)
+    assert not again.restarted and again.clips_skipped == sum(len(s.clip_rows) for s in meta.shards)
+    acts, index = load_all(run.activations)
+    np.testing.assert_array_equal(index, full_index)
+    np.testing.assert_array_equal(acts, full_acts)
+
+
+def decoded_from(corpus: Path, i: int) -> np.ndarray:
+    from pipelines.audio import decode_audio
+
+    return decode_audio(corpus / "audio" / f"v{i}.flac")
