@@ -32,6 +32,11 @@ log = logging.getLogger("whisper_atlas.server")
 T = TypeVar("T")
 
 
+def _file_version(identity: tuple[int, int, int]) -> str:
+    """A version id from the file's (inode, mtime, size), for a file without a `build_id`."""
+    return hashlib.blake2b(repr(identity).encode(), digest_size=6).hexdigest()
+
+
 def missing_atlas_message(path: Path) -> str:
     return f"No atlas at {path.name}: build one with `{DEMO_COMMAND}` (or `whisper-atlas demo`)."
 
@@ -42,7 +47,8 @@ class AtlasHandle:
 
     path: Path
     version: str
-    """Short stable id of this file version (inode, mtime, size): cache keys and URL cache-busters use it."""
+    """Short stable id of this file version (its `build_id`, given by the writer): cache keys and URL
+    cache-busters use it, and the pages the build stored in it carry it already."""
     reader: AtlasReader
 
 
@@ -97,7 +103,7 @@ class AtlasDB(Generic[T]):
         """Open the file version `identity`; on failure keep the open one (if any) and remember why."""
         try:
             reader = AtlasReader.open(self.path, self.memory_mb)
-            version = hashlib.blake2b(repr(identity).encode(), digest_size=6).hexdigest()
+            version = str(reader.run_metadata().get("build_id") or _file_version(identity))
             served = self.open_version(AtlasHandle(path=self.path, version=version, reader=reader))
         except (AtlasFileError, ReadError) as exc:
             reason = str(exc).splitlines()[0].replace(str(self.path), self.path.name)

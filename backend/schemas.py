@@ -185,6 +185,9 @@ class Health(BaseModel):
     version: str | None = None
     detail: str | None = Field(default=None, description="what to do when there is no atlas")
     pages_cached: int = Field(default=0, description="rendered pages held in memory")
+    stored_pages: bool = Field(
+        default=False, description="feature pages are served as the build stored them in the atlas"
+    )
     prerendering: bool = Field(
         default=False, description="feature pages are being rendered in the background"
     )

@@ -82,8 +82,12 @@ class Settings(BaseSettings):
     """Extra folders clip audio may be served from; the data root and the atlas's folder always are."""
     cache_mb: int = Field(default=512, ge=0, le=65536)
     """Memory budget for cached feature blocks, rendered pages and images (MiB)."""
+    stored_pages: bool = True
+    """Serve the feature pages the build stored in the atlas (false: render them here from the atlas's data,
+    e.g. for an atlas from elsewhere: stored pages are HTML, see backend/html.py)."""
     prerender_share: float = Field(default=0.5, ge=0, le=1)
-    """Share of one core used to render every feature page in the background after an atlas opens (0: off)."""
+    """Share of one core used to render every feature page in the background after an atlas opens, when its
+    pages are not stored (0: off)."""
     atlas_check_interval_s: float = Field(default=1.0, ge=0, le=3600)
     """How often to look for a swapped atlas file (seconds; 0 checks on every request)."""
     duckdb_memory_mb: int = Field(default=256, ge=16, le=1_048_576)

@@ -51,6 +51,7 @@ def healthz(provider: ProviderDep, settings: SettingsDep) -> Health:
         atlas=atlas,
         version=service.version,
         pages_cached=len(provider.pages),
+        stored_pages=service.stored_pages is not None,
         prerendering=background is not None and not background.done.is_set(),
     )
 

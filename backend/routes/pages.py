@@ -1,6 +1,7 @@
 """The HTML pages: overview, feature list (with htmx partials), feature and clip pages; services do the work.
 
-Atlas-only pages are cached per atlas version (backend/html.py explains how).
+Feature pages come from the atlas when it stores them; other atlas-only pages are cached per atlas version
+(backend/html.py explains both).
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from backend.deps import AtlasDep, ClipId, FeatureFilters, FeatureId, ProviderDep, SettingsDep
-from backend.html import feature_page, page_bytes, render, render_cached
+from backend.html import page_response, render, render_cached
+from backend.rendering import feature_page, page_bytes
 from backend.services.provider import feature_key
 from pipelines.atlas.reader import FeatureFilter
 
@@ -44,6 +46,10 @@ async def random_feature(atlas: AtlasDep) -> Response:
 async def feature(
     request: Request, atlas: AtlasDep, provider: ProviderDep, settings: SettingsDep, feature_id: FeatureId
 ) -> Response:
+    if atlas.stored_pages is not None:  # usually answered by backend.html.FeaturePages already
+        body = await atlas.stored_pages.get(feature_id)
+        if body is not None:
+            return page_response(request, body)
     templates = request.app.state.templates
     return await render_cached(
         request,

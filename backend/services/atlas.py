@@ -34,6 +34,7 @@ from backend.schemas import (
 )
 from backend.services.cache import SizedLRU
 from backend.services.feature_blocks import IndexedBlock
+from backend.services.stored_pages import StoredPages
 from backend.settings import Settings
 from pipelines.atlas.reader import FeatureFilter
 from pipelines.atlas.schema import FRAME_SECONDS
@@ -79,6 +80,8 @@ class AtlasService:
         self.version = handle.version
         self.block_features = settings.block_features
         self.reader = handle.reader
+        self.stored_pages: StoredPages | None = None
+        """Its pre-rendered feature pages, when the provider serves them (backend/services/provider.py)."""
         budget = int(settings.cache_mb * 2**20 * BLOCK_CACHE_SHARE)
         self._blocks: SizedLRU[IndexedBlock] = SizedLRU(budget, lambda b: b.nbytes)
         self._load_summary()

@@ -14,6 +14,7 @@ was loaded.
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -145,6 +146,8 @@ class InferenceService:
             self.resources()
         except Exception:  # noqa: BLE001 - reported to the first request, which retries the load
             pass
+        finally:
+            gc.freeze()  # what was loaded stays: out of the collector's walks (see backend/app.py)
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

@@ -1,13 +1,16 @@
 """The atlas as it is served now: the data service of the current file version and the caches around it.
 
-The provider owns everything whose lifetime is "one served version": the `AtlasService` (data), the page cache
-(rendered pages, gzip), the media cache (PNG spectrograms, WAV windows) and the background pre-renderer. A
-swapped atlas file gets a new service, empty caches and a new pre-render pass; cache keys carry the version,
-so a request still finishing on the old version can never put its page into the new version's cache.
+The provider owns everything whose lifetime is "one served version": the `AtlasService` (data), its stored
+feature pages (backend/services/stored_pages.py, when the atlas has pages rendered by this server's page
+code), the page cache (rendered pages, gzip), the media cache (PNG spectrograms, WAV windows) and the
+background pre-renderer (only for an atlas whose pages are not stored). A swapped atlas file gets a new
+service, empty caches and, if needed, a new pre-render pass; cache keys carry the version, so a request
+still finishing on the old version can never put its page into the new version's cache.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Callable
 
@@ -15,7 +18,10 @@ from backend.db import AtlasDB
 from backend.services.atlas import BLOCK_CACHE_SHARE, AtlasService
 from backend.services.cache import SizedLRU
 from backend.services.prerender import Prerenderer
-from backend.settings import Settings
+from backend.services.stored_pages import StoredPages
+from backend.settings import DEMO_COMMAND, Settings
+
+log = logging.getLogger("whisper_atlas.server")
 
 PAGE_CACHE_SHARE = 0.3
 MEDIA_CACHE_SHARE = 1 - BLOCK_CACHE_SHARE - PAGE_CACHE_SHARE
@@ -33,8 +39,16 @@ def feature_key(version: str, feature_id: int) -> tuple[str, str, int]:
 class AtlasProvider:
     """The service and caches of the atlas file as it is now: new ones after every swap."""
 
-    def __init__(self, settings: Settings, render_feature_page: FeaturePageRenderer | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        render_feature_page: FeaturePageRenderer | None = None,
+        page_identity: str | None = None,
+    ) -> None:
         self.settings = settings
+        self.page_identity = page_identity
+        """Id of this server's page code (`backend.rendering.page_identity`): stored pages are served when
+        theirs is the same (None: never)."""
         self.db = AtlasDB(
             settings.atlas_path,
             lambda handle: AtlasService(handle, settings),
@@ -72,10 +86,16 @@ class AtlasProvider:
 
     def _open(self, service: AtlasService) -> None:
         """Serve `service` from now on: fresh caches, and a pre-render pass when configured."""
+        service.stored_pages = self._stored_pages(service)
         self._service = service
         self.pages.clear()
         self.media.clear()
-        if self.render_feature_page is not None and self.settings.prerender_share > 0:
+        self.prerenderer = None  # one still running for the old version stops by itself
+        if (
+            service.stored_pages is None
+            and self.render_feature_page is not None
+            and self.settings.prerender_share > 0
+        ):
             render = self.render_feature_page
             self.prerenderer = Prerenderer(
                 service.feature_ids.tolist(),
@@ -86,3 +106,18 @@ class AtlasProvider:
                 self.settings.prerender_share,
                 name=f"prerender-{service.version}",
             ).start()
+
+    def _stored_pages(self, service: AtlasService) -> StoredPages | None:
+        """The atlas's stored pages, if they may be served: rendered by this server's page code, not off."""
+        info = service.run.get("pages")
+        if not self.settings.stored_pages or self.page_identity is None or not isinstance(info, dict):
+            return None
+        if info.get("identity") != self.page_identity:
+            log.warning(
+                "the atlas's stored feature pages were rendered by other page code (templates, page modules "
+                "or examples_shown changed since it was built): rendering them on request instead; rebuild "
+                "it (`whisper-atlas build`, or `%s`) to serve them stored",
+                DEMO_COMMAND,
+            )
+            return None
+        return StoredPages(service.reader.stored_pages)

@@ -2,12 +2,16 @@
 
 This step is cheap (no model, no SAE forward): it reads `data/runs/<run>/analysis/`, the corpus manifest,
 the SAE's cfg.json and metrics.json, and the activation meta, and lays them out in the schema of
-`pipelines.atlas.schema`, every per-feature table sorted by feature id.
+`pipelines.atlas.schema`, every per-feature table sorted by feature id. The finished file's feature pages are
+then rendered once by the web layer's page code and stored in it (`feature_pages`), so the server answers a
+first visit with a lookup instead of a render.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
+import logging
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -17,10 +21,26 @@ import pyarrow as pa
 from pipelines.analysis.result import KINDS, AnalysisResult
 from pipelines.atlas.schema import FRAME_SECONDS
 from pipelines.atlas.tables import density_histogram_table, histogram_columns, list_array, share_table
-from pipelines.atlas.writer import write_atlas
+from pipelines.atlas.writer import Derive, write_atlas
 from pipelines.corpus.manifest import SPEECH, Clip, read_manifest
 from pipelines.errors import AtlasError
 from pipelines.paths import RunPaths
+
+log = logging.getLogger(__name__)
+
+PAGE_RENDERER = "backend.rendering:render_stored_pages"
+"""The web layer's feature-page renderer, found by name as `whisper-atlas serve` finds the app: pipelines
+never import the backend, and an install without it still builds (its server renders pages on request)."""
+
+
+def page_renderer() -> Derive | None:
+    """The `derive` step that stores every feature page in a new atlas, or None without the web layer."""
+    module, _, name = PAGE_RENDERER.partition(":")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except ImportError as exc:
+        log.warning("feature pages not pre-rendered (%s): the server will render them on request", exc)
+        return None
 
 
 class StaleAnalysisError(AtlasError):
@@ -38,7 +58,8 @@ def build_atlas(run: RunPaths, corpus: Path) -> Path:
         )
     sae_cfg = _read_json(run.sae / "cfg.json")
     metrics = _read_json(run.sae / "metrics.json")
-    return write_atlas(run.atlas, atlas_tables(result, clips, corpus, sae_cfg, metrics))
+    tables = atlas_tables(result, clips, corpus, sae_cfg, metrics)
+    return write_atlas(run.atlas, tables, derive=page_renderer())
 
 
 def _read_json(path: Path) -> dict:

@@ -26,6 +26,7 @@ from pipelines.atlas.schema import (
     feature_categories,
     feature_language_effects,
     feature_languages,
+    feature_pages,
     features,
     run,
 )
@@ -155,6 +156,7 @@ _STATEMENTS: dict[str, Callable[[], Any]] = {
     "feature_index": lambda: sa.select(features.c.id, features.c.label, features.c.density).order_by(
         features.c.id
     ),
+    "stored_page_count": lambda: sa.select(sa.func.count()).select_from(feature_pages),
     "density_histogram": lambda: sa.select(
         density_histogram.c.log10_lo, density_histogram.c.log10_hi, density_histogram.c.n_features
     ).order_by(density_histogram.c.bin),
@@ -264,6 +266,24 @@ def feature_list(spec: FeatureFilter) -> tuple[Compiled, Compiled, dict[str, obj
     }
     count, page = _feature_list_statements(shape)
     return count, page, params
+
+
+PAGE_BATCHES = (1, 2, 4, 8, 16, 32, 64, 128)
+"""Sizes of the stored-page lookups: a batch is padded (its last id repeated) to the next one, so a handful of
+statements serve every batch."""
+
+
+@functools.cache
+def stored_pages(size: int) -> Compiled:
+    """`size` stored pages by feature id: `feature_id IN ($1, ..., $size)`, parameters `id0`, `id1`, ...
+
+    DuckDB filters the scan with the list (its optimizer turns it into a mark join), so one query of 32 pages
+    costs ~3x one page's; a list parameter (`= ANY($1)`) or a join with `unnest` measured the same."""
+    if size not in PAGE_BATCHES:
+        raise ValueError(f"stored-page batches come in sizes {PAGE_BATCHES}, not {size}")
+    c = feature_pages.c
+    ids: list[sa.BindParameter[int]] = [sa.bindparam(f"id{i}") for i in range(size)]
+    return compile_statement(sa.select(c.feature_id, c.page).where(c.feature_id.in_(ids)))
 
 
 def whole_table(table: sa.Table) -> Compiled:

@@ -33,6 +33,14 @@ What the tables hold (written by `pipelines.atlas.build` from `pipelines.analysi
 - `feature_language_effects` (live features x `effect_languages`; empty when the SAE is not at the final
   encoder output): mean over 8 speech clips per language of sum_t a_f,t (W_dec[f] . d log p(L) / d h_t).
 - `density_histogram`: live features per 0.25-wide bin of log10(density), for the overview page.
+- `feature_pages`: every feature's web page, rendered once when the file is written (gzip-compressed HTML,
+  exactly what the server would render for it): derived from the tables above by `write_atlas`'s `derive`
+  step (the build passes the web layer's renderer), never given. `run` then holds `pages` ({identity,
+  examples_shown}: the page code that rendered them; the server uses them only when its own is the same).
+  Empty when the writer was given no renderer: the server then renders each page when it is asked for.
+
+`run` also holds `build_id`: a random id the writer gives every file it writes, the served version's id (cache
+keys, and the `?v=` of the URLs in pages, which must be known before the file is finished).
 """
 
 from __future__ import annotations
@@ -41,7 +49,8 @@ import sqlalchemy as sa
 
 from pipelines.constants import FRAME_SECONDS as FRAME_SECONDS  # re-exported: 20 ms per encoder position
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""2: `feature_pages` and `run.build_id` (1: neither)."""
 
 metadata = sa.MetaData()
 
@@ -187,3 +196,14 @@ density_histogram = sa.Table(
     sa.Column("n_features", sa.Integer, nullable=False),
     comment="Histogram of log10(feature density) over live features, for the overview page.",
 )
+
+feature_pages = sa.Table(
+    "feature_pages",
+    metadata,
+    sa.Column("feature_id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("page", sa.LargeBinary, nullable=False, comment="the whole HTML page, gzip-compressed"),
+    comment="Every feature's page, pre-rendered when the file was written (see `run.pages`).",
+)
+
+DERIVED_TABLES = frozenset({"feature_pages"})
+"""Tables the writer derives from the others (never taken from its input: a copy would go stale)."""

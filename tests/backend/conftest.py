@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 
 from backend.app import create_app
 from backend.settings import Settings
+from pipelines.atlas.build import page_renderer
 from pipelines.atlas.schema import metadata
 from pipelines.atlas.writer import write_atlas
 from tests.fixtures.synthetic_atlas import write_synthetic_atlas
@@ -61,7 +62,8 @@ def set_cell(table: pa.Table, column: str, row: int, value: object) -> pa.Table:
 
 
 def copy_atlas(src: Path, dst: Path, patch: Callable[[dict[str, pa.Table]], None]) -> Path:
-    """A copy of the atlas at `src` (and of its audio, paths rewritten) with `patch` applied to its tables."""
+    """A copy of the atlas at `src` (and of its audio, paths rewritten) with `patch` applied to its tables,
+    written as the build writes (its feature pages rendered anew from the patched tables)."""
     shutil.copytree(src.parent / f"{src.stem}_audio", dst.parent / f"{src.stem}_audio", dirs_exist_ok=True)
     tables = read_tables(src)
     paths = [
@@ -70,7 +72,7 @@ def copy_atlas(src: Path, dst: Path, patch: Callable[[dict[str, pa.Table]], None
     clips = tables["clips"]
     tables["clips"] = clips.set_column(clips.column_names.index("audio_path"), "audio_path", pa.array(paths))
     patch(tables)
-    return write_atlas(dst, tables)
+    return write_atlas(dst, tables, derive=page_renderer())
 
 
 @pytest.fixture(scope="session")

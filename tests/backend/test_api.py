@@ -6,6 +6,7 @@ import duckdb
 import pytest
 from fastapi.testclient import TestClient
 
+from pipelines.atlas.schema import SCHEMA_VERSION
 from tests.backend.conftest import N_CLIPS, N_FEATURES
 
 
@@ -123,7 +124,7 @@ def test_atlas_overview(client: TestClient) -> None:
     overview = client.get("/api/v1/atlas").json()
     assert overview["n_features"] == N_FEATURES and overview["n_clips"] == N_CLIPS
     assert sum(c["clips"] for c in overview["categories"]) == N_CLIPS
-    assert overview["run"]["schema_version"] == 1 and overview["density_histogram"]
+    assert overview["run"]["schema_version"] == SCHEMA_VERSION and overview["density_histogram"]
 
 
 @pytest.mark.parametrize(

@@ -7,11 +7,14 @@ import re
 from pathlib import Path
 
 import pyarrow as pa
+import pytest
 from fastapi.testclient import TestClient
 
 from backend.app import create_app
 from backend.services.provider import feature_key
+from pipelines.atlas.reader import AtlasReader
 from tests.backend.conftest import HOSTILE_KEY, N_FEATURES, XSS, copy_atlas, set_cell, settings_for
+from tests.fixtures.synthetic_atlas import write_synthetic_atlas
 
 
 def first_live(client: TestClient) -> dict:
@@ -52,33 +55,78 @@ def test_feature_page_shows_everything(client: TestClient) -> None:
     assert html.count('class="ex"') <= len(detail["top_examples"]) + len(detail["quantile_examples"])
 
 
-def test_feature_page_is_cached_and_gzipped(client: TestClient) -> None:
+def test_feature_page_is_served_as_stored_and_gzipped(client: TestClient, atlas_path: Path) -> None:
     f = first_live(client)
     plain = client.get(f"/features/{f['id']}", headers={"Accept-Encoding": "identity"})
     zipped = client.get(f"/features/{f['id']}", headers={"Accept-Encoding": "gzip"})
     assert "content-encoding" not in plain.headers and zipped.headers["content-encoding"] == "gzip"
     assert zipped.text == plain.text  # httpx decodes the gzip body
+    with AtlasReader.open(atlas_path) as reader:
+        stored = reader.stored_pages([f["id"]])[f["id"]]
+    assert gzip.decompress(stored).decode() == plain.text
+    assert client.get("/healthz").json()["stored_pages"] is True
     provider = client.app.state.atlas
-    cached = provider.pages.get(feature_key(provider.current().version, f["id"]))
-    assert gzip.decompress(cached).decode() == plain.text
+    assert len(provider.pages) == 0 and len(provider.current()._blocks) == 0  # nothing kept, nothing read
 
 
-def test_cached_page_fast_path_matches_the_route(client: TestClient) -> None:
-    f = first_live(client)
-    url = f"/features/{f['id'] + 1}"
-    by_route = client.get(url, headers={"Accept-Encoding": "gzip"})  # a miss: the route renders and caches it
-    by_middleware = client.get(url, headers={"Accept-Encoding": "gzip"})
-    assert (
-        by_route.content == by_middleware.content and by_route.status_code == by_middleware.status_code == 200
-    )
-    for name in (
-        "content-type",
-        "content-encoding",
-        "vary",
-        "content-security-policy",
-        "x-content-type-options",
-    ):
-        assert by_route.headers[name] == by_middleware.headers[name], name
+def test_feature_page_is_cached_and_gzipped_when_not_stored(atlas_path: Path) -> None:
+    with TestClient(create_app(settings_for(atlas_path, stored_pages=False))) as client:
+        f = first_live(client)
+        plain = client.get(f"/features/{f['id']}", headers={"Accept-Encoding": "identity"})
+        zipped = client.get(f"/features/{f['id']}", headers={"Accept-Encoding": "gzip"})
+        assert "content-encoding" not in plain.headers and zipped.headers["content-encoding"] == "gzip"
+        assert zipped.text == plain.text
+        provider = client.app.state.atlas
+        cached = provider.pages.get(feature_key(provider.current().version, f["id"]))
+        assert gzip.decompress(cached).decode() == plain.text
+        assert client.get("/healthz").json()["stored_pages"] is False
+
+
+def test_stored_pages_are_the_pages_the_server_renders(atlas_path: Path) -> None:
+    ids = [0, 1, 3, 64, 65, N_FEATURES - 1]  # across blocks, first and last
+    with TestClient(create_app(settings_for(atlas_path))) as stored:
+        every = stored.get("/api/v1/features", params={"dead": True, "limit": 500}).json()["items"]
+        ids += [f["id"] for f in every if f["density"] == 0][:1]  # a dead feature's page too
+        pages = {i: stored.get(f"/features/{i}").text for i in ids}
+    with TestClient(create_app(settings_for(atlas_path, stored_pages=False))) as rendered:
+        for i in ids:
+            assert rendered.get(f"/features/{i}").text == pages[i], i
+
+
+@pytest.mark.parametrize("stored_pages", [True, False])
+def test_cached_page_fast_path_matches_the_route(atlas_path: Path, stored_pages: bool) -> None:
+    with TestClient(create_app(settings_for(atlas_path, stored_pages=stored_pages))) as client:
+        f = first_live(client)
+        url = f"/features/{f['id'] + 1}"
+        by_route = client.get(url, headers={"Accept-Encoding": "gzip"})  # not stored: rendered and cached
+        by_middleware = client.get(url, headers={"Accept-Encoding": "gzip"})
+        by_route_plain = client.get(url, headers={"Accept-Encoding": "identity"})  # always the route
+        assert by_route.status_code == by_middleware.status_code == by_route_plain.status_code == 200
+        assert by_route.content == by_middleware.content and by_route_plain.text == by_middleware.text
+        for name in (
+            "content-type",
+            "content-encoding",
+            "vary",
+            "content-security-policy",
+            "x-content-type-options",
+        ):
+            assert by_route.headers[name] == by_middleware.headers[name], name
+
+
+def test_stored_pages_of_other_page_code_are_not_served(atlas_path: Path) -> None:
+    app = create_app(settings_for(atlas_path))
+    app.state.atlas.page_identity = "other page code"  # as after a template edit since the build
+    with TestClient(app) as client:
+        assert client.get("/healthz").json()["stored_pages"] is False
+        html = client.get("/features/3").text
+        assert "Top activations" in html and len(app.state.atlas.pages) == 1  # rendered here, cached
+
+
+def test_an_atlas_without_stored_pages_is_rendered_on_request(tmp_path: Path) -> None:
+    path = write_synthetic_atlas(tmp_path / "atlas.duckdb", n_features=40, n_clips=6, pages=False)
+    with TestClient(create_app(settings_for(path))) as client:
+        assert client.get("/healthz").json()["stored_pages"] is False
+        assert "Top activations" in client.get("/features/3").text
 
 
 def test_more_examples_partial(client: TestClient) -> None:
@@ -187,7 +235,8 @@ def test_static_assets_and_vendored_htmx(client: TestClient) -> None:
 
 
 def test_background_prerendering_fills_the_page_cache(atlas_path: Path) -> None:
-    with TestClient(create_app(settings_for(atlas_path, prerender_share=1.0))) as client:
+    settings = settings_for(atlas_path, prerender_share=1.0, stored_pages=False)
+    with TestClient(create_app(settings)) as client:
         provider = client.app.state.atlas
         version = provider.current().version
         assert provider.prerenderer is not None and provider.prerenderer.done.wait(timeout=120)
@@ -195,3 +244,9 @@ def test_background_prerendering_fills_the_page_cache(atlas_path: Path) -> None:
         assert health["pages_cached"] >= N_FEATURES and not health["prerendering"]
         cached = gzip.decompress(provider.pages.get(feature_key(version, 5))).decode()
         assert client.get("/features/5", headers={"Accept-Encoding": "identity"}).text == cached
+
+
+def test_no_prerendering_when_pages_are_stored(atlas_path: Path) -> None:
+    with TestClient(create_app(settings_for(atlas_path, prerender_share=1.0))) as client:
+        assert client.app.state.atlas.prerenderer is None
+        assert client.get("/healthz").json()["prerendering"] is False

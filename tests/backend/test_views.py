@@ -42,6 +42,6 @@ def test_words_are_placed_within_the_window_and_escaped() -> None:
     ],
 )
 def test_percentages_never_use_e_notation(fraction, digits: int, shown: str) -> None:
-    from backend.app import _pct
+    from backend.rendering import pct as _pct
 
     assert _pct(fraction, digits) == shown

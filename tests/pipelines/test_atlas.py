@@ -127,3 +127,21 @@ def test_failed_build_leaves_the_old_atlas_intact(tmp_path: Path):
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["atlas.duckdb", "atlas_audio"]
     assert len(read_all(path)["features"]) == 16
+
+
+def test_derived_tables_are_never_copied_from_the_input(synthetic: Path, tmp_path: Path):
+    """A copy through `write_atlas` without a renderer has no stored pages (they would be stale), whatever
+    its input held; every write gets a new build id."""
+    tables = {name: rows for name, rows in read_tables(synthetic).items()}
+    assert tables["feature_pages"].num_rows == 96
+    copy = write_atlas(tmp_path / "copy.duckdb", tables)
+    copied = read_all(copy)
+    run = {r["key"]: json.loads(r["value"]) for r in copied["run"]}
+    original = {r["key"]: json.loads(r["value"]) for r in read_all(synthetic)["run"]}
+    assert copied["feature_pages"] == [] and "pages" not in run and "pages" in original
+    assert run["build_id"] != original["build_id"] and run["model"] == original["model"]
+
+
+def read_tables(path: Path) -> dict[str, pa.Table]:
+    with duckdb.connect(str(path), read_only=True) as con:
+        return {name: con.sql(f'SELECT * FROM "{name}"').to_arrow_table() for name in schema.metadata.tables}

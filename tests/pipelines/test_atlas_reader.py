@@ -132,3 +132,25 @@ def test_other_schema_versions_and_broken_files_are_refused(atlas: Path, tmp_pat
     half.write_bytes(atlas.read_bytes()[: atlas.stat().st_size // 3])
     with pytest.raises(AtlasFileError):
         AtlasReader.open(half)
+
+
+def test_an_atlas_of_the_previous_schema_is_told_to_rebuild(atlas: Path, tmp_path: Path) -> None:
+    old = _tampered(  # what a version-1 build wrote: no stored pages, no build id
+        atlas,
+        tmp_path,
+        "DROP TABLE feature_pages",
+        "DELETE FROM run WHERE key IN ('build_id', 'pages')",
+        "UPDATE run SET value = '1' WHERE key = 'schema_version'",
+    )
+    with pytest.raises(AtlasFileError, match="schema version 1, this code reads 2: rebuild it"):
+        AtlasReader.open(old)
+
+
+def test_stored_pages_read_back(reader: AtlasReader) -> None:
+    import gzip
+
+    assert reader.stored_page_count() == N_FEATURES
+    pages = reader.stored_pages([0, 7, N_FEATURES + 3])
+    assert sorted(pages) == [0, 7]
+    assert gzip.decompress(pages[7]).decode().startswith("<!doctype html>")
+    assert 'Feature <span class="num">#7</span>' in gzip.decompress(pages[7]).decode()
