@@ -12,7 +12,19 @@ from rich.table import Table
 from pipelines.paths import RunPaths
 from pipelines.stages import StageLog
 
-METRIC_KEYS = ("fvu", "fvu_heldout", "l0", "dead_fraction", "spliced_cer", "original_cer", "lid_agreement")
+METRIC_KEYS = ("fvu", "fvu_heldout", "l0", "dead_fraction", "window")
+FIDELITY_KEYS = (
+    "clips",
+    "fvu",
+    "eval_clips",
+    "divergence_median",
+    "divergence_interval",
+    "loop_share",
+    "spliced_cer_median",
+    "original_cer_median",
+    "lid_agreement",
+)
+"""Shown per held-out set (`speaker`: new voices, `group`: known voices, new sentences)."""
 
 
 def run_status(run: str) -> dict[str, Any]:
@@ -24,6 +36,13 @@ def run_status(run: str) -> dict[str, Any]:
         "root": str(paths.root),
         "stages": {name: vars(record) for name, record in StageLog(paths).records.items()},
         "metrics": {key: metrics.get(key) for key in METRIC_KEYS},
+        "fidelity": {
+            name: {key: values.get(key) for key in FIDELITY_KEYS}
+            for name, values in metrics.get("fidelity", {}).items()
+        },
+        "split": {
+            key: metrics.get("split", {}).get(key) for key in ("held_out_speakers", "unsplit_languages")
+        },
         "atlas": {
             "path": str(paths.atlas),
             "exists": paths.atlas.exists(),
@@ -44,10 +63,18 @@ def render_status(status: dict[str, Any], console: Console | None = None) -> Non
         stages.add_row("(none yet)", "", "", "run `whisper-atlas demo`")
     console.print(stages)
     metrics = status["metrics"]
-    shown = [
-        f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items() if v is not None
-    ]
+    shown = [_fmt(k, v) for k, v in metrics.items() if v is not None]
     console.print("SAE: " + ("  ".join(shown) if shown else "not trained yet"))
+    for name, values in status["fidelity"].items():
+        console.print(
+            f"  held out by {name}: " + "  ".join(_fmt(k, v) for k, v in values.items() if v is not None)
+        )
     atlas = status["atlas"]
     size = f"{atlas['bytes'] / 1e6:.1f} MB" if atlas["exists"] else "not built yet"
     console.print(f"atlas: {atlas['path']} ({size})")
+
+
+def _fmt(key: str, value: Any) -> str:
+    if isinstance(value, list):
+        return f"{key} [{', '.join(f'{v:.3g}' for v in value)}]"
+    return f"{key} {value:.4g}" if isinstance(value, float) else f"{key} {value}"

@@ -5,11 +5,12 @@ Writes data/runs/<run>/sae/ (SAELens cfg.json + sae_weights.safetensors, checkpo
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from pipelines.paths import DEFAULT_RUN
+from pipelines.paths import DEFAULT_RUN, corpus_dir
 from pipelines.sae.config import Arch, SAEConfig, TrainConfig
 
 
@@ -34,7 +35,7 @@ def register(app: typer.Typer) -> None:
             bool, typer.Option(help="Continue from the last epoch checkpoint if it matches.")
         ] = True,
         eval_clips: Annotated[
-            int, typer.Option(help="Held-out speech clips for the spliced CER check (0 skips it).")
+            int, typer.Option(help="Speech clips per held-out set for the spliced check (0 skips it).")
         ] = 40,
         device: Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:N (default: auto).")] = None,
     ) -> None:
@@ -101,33 +102,39 @@ def _hook_name(layer: int, bundle) -> str | None:
 
 
 def _spliced(paths, meta, bundle, eval_clips: int) -> dict:
-    """Run the spliced-CER check on held-out clips and merge it into metrics.json."""
-    from pathlib import Path
-
-    from pipelines.corpus.manifest import read_manifest
-    from pipelines.paths import corpus_dir
-    from pipelines.sae.evaluate import spliced_eval
+    """Run the spliced check on each held-out set and merge it into metrics.json's `fidelity`."""
+    from pipelines.sae.fidelity import spliced_fidelity
     from pipelines.sae.saelens import load_sae
-    from pipelines.sae.train import read_metrics, write_metrics
+    from pipelines.sae.train import read_metrics, run_clips, write_metrics
 
     metrics = read_metrics(paths)
+    clips = run_clips(meta)
     folder = Path(meta.corpus) if Path(meta.corpus).is_dir() else corpus_dir(meta.corpus)
-    clips = read_manifest(folder)
-    held = [clips[row] for row in metrics.get("heldout_clip_rows", []) if row < len(clips)]
-    typer.echo(f"spliced check on up to {eval_clips} held-out speech clips ...")
-    result = spliced_eval(
-        bundle, load_sae(paths.sae, bundle.device), held, folder, meta.layer, max_clips=eval_clips
+    typer.echo(f"spliced check on up to {eval_clips} speech clips of each held-out set ...")
+    sae = load_sae(paths.sae, bundle.device)
+    results = spliced_fidelity(
+        bundle, sae, clips, folder, meta.layer, metrics.get("split", {}), max_clips=eval_clips
     )
-    metrics.update(result)
+    for name, result in results.items():
+        metrics.setdefault("fidelity", {}).setdefault(name, {}).update(result)
     write_metrics(paths, metrics)
     return metrics
 
 
 def _report(metrics: dict) -> None:
-    def fmt(key: str) -> str:
-        value = metrics.get(key)
+    def fmt(value) -> str:
         return f"{value:.4g}" if isinstance(value, float) else str(value)
 
     keys = ["fvu", "fvu_heldout", "l0", "dead_fraction", "frames_per_s", "train_seconds"]
-    keys += ["original_cer", "spliced_cer", "lid_agreement"] if "spliced_cer" in metrics else []
-    typer.echo("  ".join(f"{key} {fmt(key)}" for key in keys))
+    typer.echo("  ".join(f"{key} {fmt(metrics.get(key))}" for key in keys))
+    for name, fidelity in metrics.get("fidelity", {}).items():
+        shown = [
+            "clips",
+            "fvu",
+            "eval_clips",
+            "divergence_median",
+            "loop_share",
+            "spliced_cer",
+            "original_cer",
+        ]
+        typer.echo(f"  held out by {name}: " + "  ".join(f"{k} {fmt(fidelity.get(k))}" for k in shown))

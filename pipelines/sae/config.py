@@ -75,8 +75,9 @@ class TrainConfig:
     """Dead latents used by AuxK; None = d_in // 2."""
     dead_window_frames: PositiveInt | None = None
     """A latent is dead when it has not fired for this many frames; None = min(one epoch, 1M frames)."""
-    heldout_fraction: Annotated[float, Field(ge=0, lt=1)] = 0.1
-    """Share of whole clips held out (never trained on) to measure held-out FVU and spliced CER."""
+    heldout_fraction: Annotated[float, Field(ge=0, lt=1)] = 0.15
+    """Share of each category's sentence groups held out (`pipelines.sae.split`; with one speaker per
+    language held out where there are two or more) to measure FVU and spliced CER on new audio."""
     median_sample: PositiveInt = 4096
     """Frames sampled to estimate the geometric median that initialises b_dec."""
     adam_betas: tuple[float, float] = (0.9, 0.999)

@@ -4,7 +4,8 @@ Practice followed (Gao et al. 2024, "Scaling and evaluating sparse autoencoders"
 scaled so the mean squared norm is d_in (folded into the weights on save), b_dec initialised at the geometric
 median, unit-norm decoder rows with the parallel gradient removed, AuxK on latents dead for
 `dead_window_frames`, Adam with a linear warm-up and a linear decay over the last `decay_fraction` of steps.
-Whole clips are held out (seeded) to measure held-out FVU; frames are reshuffled each epoch. A checkpoint
+Clips are held out by speaker and by sentence group (`pipelines.sae.split`, seeded) to measure the SAE on
+new voices and new sentences; frames are reshuffled each epoch. A checkpoint
 after every epoch holds the model, the optimiser, the RNG, the dead-latent counters and the step, so a
 resumed run ends exactly where an uninterrupted one would.
 
@@ -26,14 +27,16 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from pipelines.activations import load_all, read_meta
-from pipelines.errors import missing_stage
-from pipelines.paths import RunPaths
+from pipelines.activations import ActivationsMeta, load_all, read_meta
+from pipelines.corpus.manifest import MANIFEST_NAME, Clip, read_manifest
+from pipelines.errors import AtlasError, missing_stage
+from pipelines.paths import RunPaths, corpus_dir
 from pipelines.sae.base import SparseAutoencoder
 from pipelines.sae.config import SAEConfig, TrainConfig
 from pipelines.sae.geometric_median import geometric_median
 from pipelines.sae.registry import build_sae
 from pipelines.sae.saelens import save_sae
+from pipelines.sae.split import Split, split_clips
 
 FVU_FORMULA = "FVU = sum_frames ||x - x_hat||^2 / sum_frames ||x - mean(x)||^2 (original encoder units)"
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -46,45 +49,57 @@ ProgressFn = Callable[[int, int, dict], None]
 
 @dataclass
 class TrainingData:
-    """Every frame of a run (float16, as stored) and the split into training and held-out frames."""
+    """Every frame of a run (float16, as stored) and which frames train and which evaluate
+    (`pipelines.sae.split`: held out by speaker and by sentence group)."""
 
     acts_ND: Tensor
-    train_rows: Tensor
-    """int64 frame indices trained on."""
-    heldout_rows: Tensor
-    """int64 frame indices of the held-out clips."""
-    heldout_clip_rows: list[int]
-    """Manifest rows of the held-out clips."""
+    clip_of_frame_N: np.ndarray
+    split: Split
+
+    def __post_init__(self) -> None:
+        self.train_rows = self.frames_of(self.split.train)
+        """int64 frame indices trained on."""
+        self.heldout_rows = self.frames_of(self.split.evaluation)
+        """int64 frame indices of every evaluation clip (both held-out sets)."""
 
     @property
     def d_in(self) -> int:
         return self.acts_ND.shape[1]
 
+    @property
+    def heldout_clip_rows(self) -> list[int]:
+        """Manifest rows of the evaluation clips."""
+        return self.split.evaluation
 
-def split_clips(
-    clip_of_frame_N: np.ndarray, heldout_fraction: float, seed: int
-) -> tuple[Tensor, Tensor, list[int]]:
-    """Hold out round(fraction x clips) whole clips (at least one when there are two or more), seeded."""
-    clips = np.unique(clip_of_frame_N)
-    n_held = min(max(round(heldout_fraction * len(clips)), int(heldout_fraction > 0)), len(clips) - 1)
-    order = torch.randperm(len(clips), generator=torch.Generator().manual_seed(seed)).numpy()
-    held = np.sort(clips[order[:n_held]])
-    is_held = np.isin(clip_of_frame_N, held)
-    return (
-        torch.from_numpy(np.flatnonzero(~is_held)),
-        torch.from_numpy(np.flatnonzero(is_held)),
-        [int(c) for c in held],
-    )
+    def frames_of(self, clip_rows: list[int]) -> Tensor:
+        return torch.from_numpy(np.flatnonzero(np.isin(self.clip_of_frame_N, clip_rows)))
+
+
+def run_clips(meta: ActivationsMeta) -> list[Clip]:
+    """The manifest the activations were extracted from (rows index it)."""
+    folder = Path(meta.corpus) if Path(meta.corpus).is_dir() else corpus_dir(meta.corpus)
+    if not (folder / MANIFEST_NAME).is_file():
+        raise missing_stage(f"manifest of corpus {meta.corpus!r}", folder, "corpus build")
+    return read_manifest(folder)
 
 
 def load_training_data(folder: Path, heldout_fraction: float, seed: int) -> TrainingData:
-    if read_meta(folder) is None:
+    meta = read_meta(folder)
+    if meta is None:
         raise missing_stage("activations", folder, "extract")
     acts_ND, index_N2 = load_all(folder)
     if len(acts_ND) == 0:
         raise missing_stage("activation frames", folder, "extract")
-    train_rows, heldout_rows, held = split_clips(index_N2[:, 0], heldout_fraction, seed)
-    return TrainingData(torch.from_numpy(acts_ND), train_rows, heldout_rows, held)
+    clips = run_clips(meta)
+    present = np.unique(index_N2[:, 0])
+    if present.max() >= len(clips):
+        raise AtlasError(
+            f"{folder} holds clips the corpus {meta.corpus!r} lacks: run `whisper-atlas extract`"
+        )
+    split = split_clips({int(r): clips[r] for r in present}, heldout_fraction, seed)
+    if not split.train:
+        raise AtlasError(f"no clip of {meta.corpus!r} is left to train on: lower the held-out fraction")
+    return TrainingData(torch.from_numpy(acts_ND), index_N2[:, 0], split)
 
 
 @torch.no_grad()
@@ -305,15 +320,32 @@ def train_sae(
                 and trainer.epoch < cfg.epochs
             ):
                 return {"stopped_after_epoch": trainer.epoch}
-        return finalise(run, trainer, data, meta.model, meta.layer, metadata or {})
+        return finalise(run, trainer, data, meta, metadata or {})
     finally:
         torch.set_num_threads(old_threads)
 
 
+def held_out_fidelity(sae: SparseAutoencoder, data: TrainingData) -> dict[str, dict]:
+    """FVU and L0 on each evaluation set (`speaker`: new voices, `group`: known voices, new sentences)."""
+    sets = {}
+    for name in ("speaker", "group"):
+        rows = getattr(data.split, name)
+        frames = data.frames_of(rows)
+        stats = reconstruction_stats(sae, data.acts_ND, frames) if len(frames) else None
+        sets[name] = {
+            "clips": len(rows),
+            "frames": len(frames),
+            "fvu": stats["fvu"] if stats else None,
+            "l0": stats["l0"] if stats else None,
+        }
+    return sets
+
+
 def finalise(
-    run: RunPaths, trainer: SAETrainer, data: TrainingData, model: str, layer: int, metadata: dict
+    run: RunPaths, trainer: SAETrainer, data: TrainingData, meta: ActivationsMeta, metadata: dict
 ) -> dict:
     """Fold the scale, measure on raw frames, save the SAELens folder and metrics.json."""
+    model, layer = meta.model, meta.layer
     sae = trainer.folded_sae()
     train_stats = reconstruction_stats(sae, data.acts_ND, data.train_rows)
     held_stats = (
@@ -333,6 +365,9 @@ def finalise(
         "train_frames": len(data.train_rows),
         "heldout_frames": len(data.heldout_rows),
         "heldout_clip_rows": data.heldout_clip_rows,
+        "split": data.split.to_dict(),
+        "fidelity": held_out_fidelity(sae, data),
+        "window": meta.window,
         "history": trainer.history,
         "fvu_formula": FVU_FORMULA,
         "input_scale": trainer.scale,

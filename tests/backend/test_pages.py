@@ -28,6 +28,13 @@ def test_overview(client: TestClient) -> None:
     assert "<svg" in html
 
 
+def test_overview_shows_fidelity_on_new_voices(client: TestClient) -> None:
+    html = client.get("/").text
+    assert "Fidelity on new audio" in html and "new voices, new sentences" in html
+    assert "known voices, new sentences" in html and "speaker recordings" in html
+    assert "cs: fillets-cs-sailor" in html and "en has one speaker only" in html
+
+
 def test_feature_page_shows_everything(client: TestClient) -> None:
     f = first_live(client)
     response = client.get(f"/features/{f['id']}")

@@ -43,21 +43,34 @@ def test_topk_reaches_low_fvu_and_writes_metrics(data_root: Path) -> None:
     )
     assert json.loads((run.sae / "metrics.json").read_text())["fvu"] == metrics["fvu"]
     # the saved SAE reads raw activations and reproduces the reported FVU
-    data = load_training_data(run.activations, 0.1, 0)
+    data = load_training_data(run.activations, TrainConfig().heldout_fraction, 0)
     stats = reconstruction_stats(load_sae(run.sae), data.acts_ND, data.train_rows)
     assert stats["fvu"] == pytest.approx(metrics["fvu"], rel=1e-6)
 
 
-def test_held_out_frames_are_whole_clips(data_root: Path) -> None:
+def test_held_out_frames_are_whole_clips_of_the_split(data_root: Path) -> None:
     run = write_run(n_clips=20)
-    data = load_training_data(run.activations, 0.1, seed=3)
+    data = load_training_data(run.activations, 0.2, seed=3)
     _, index_N2 = sparse_frames(n_clips=20)
     train_clips = set(index_N2[data.train_rows.numpy(), 0])
     held_clips = set(index_N2[data.heldout_rows.numpy(), 0])
-    assert held_clips == set(data.heldout_clip_rows) and len(held_clips) == 2
-    assert not train_clips & held_clips
-    assert len(data.train_rows) + len(data.heldout_rows) == len(index_N2)
-    assert load_training_data(run.activations, 0.1, seed=3).heldout_clip_rows == data.heldout_clip_rows
+    assert held_clips == set(data.heldout_clip_rows) == set(data.split.speaker + data.split.group)
+    assert train_clips == set(data.split.train) and not train_clips & held_clips
+    unused = len(data.frames_of(data.split.unused))
+    assert len(data.train_rows) + len(data.heldout_rows) + unused == len(index_N2)
+    assert load_training_data(run.activations, 0.2, seed=3).split == data.split
+
+
+def test_metrics_report_fidelity_per_held_out_set(data_root: Path) -> None:
+    run = write_run(n_clips=40)
+    metrics = train_sae(run, SAEConfig(d_in=32, d_sae=96, k=6), quick(epochs=2, heldout_fraction=0.2))
+    assert metrics["split"]["held_out_speakers"] == {"en": ["bob"]}  # ann has as many clips: ties go by name
+    assert metrics["split"]["unsplit_languages"] == ["es"]
+    for name in ("speaker", "group"):
+        fidelity = metrics["fidelity"][name]
+        assert fidelity["clips"] > 0 and fidelity["frames"] == 40 * fidelity["clips"]
+        assert 0 < fidelity["fvu"] < 1
+    assert metrics["window"] == "packed"  # the synthetic meta predates window modes
 
 
 @pytest.mark.parametrize("arch", ["topk", "batchtopk"])
@@ -85,7 +98,12 @@ def test_a_changed_config_does_not_resume_a_stale_checkpoint(data_root: Path) ->
 
 def _trainer(run: RunPaths, auxk: float, window: int) -> SAETrainer:
     cfg = quick(auxk_coefficient=auxk, dead_window_frames=window, epochs=4)
-    return SAETrainer(SAE_CFG, cfg, load_training_data(run.activations, 0.1, 0), torch.device("cpu"))
+    return SAETrainer(
+        SAE_CFG,
+        cfg,
+        load_training_data(run.activations, TrainConfig().heldout_fraction, 0),
+        torch.device("cpu"),
+    )
 
 
 def _starve(trainer: SAETrainer, latents: slice) -> None:
@@ -155,3 +173,10 @@ def test_train_command(data_root: Path) -> None:
     missing = CliRunner().invoke(app, ["train", "--run", "nope", "--eval-clips", "0"])
     assert missing.exit_code == 1 and "whisper-atlas extract" in missing.output
     assert np.isfinite(json.loads((RunPaths.named("cli").sae / "metrics.json").read_text())["fvu"])
+    assert "held out by speaker: clips" in result.output
+    status = CliRunner().invoke(app, ["status", "--run", "cli", "--json"])
+    shown = json.loads(status.stdout)
+    assert 0 < shown["fidelity"]["speaker"]["fvu"] < 1 and shown["fidelity"]["group"]["clips"] > 0
+    assert shown["split"]["held_out_speakers"] == {"en": ["bob"]} and shown["split"]["unsplit_languages"] == [
+        "es"
+    ]
