@@ -2,7 +2,7 @@
 
 One at a time on purpose: on 2 cores two benchmarks at once would measure each other. The extraction and
 steering benchmarks need the real model and corpus (`make demo` first); steering also needs a trained run.
-The training comparison needs SAELens, which lives only in `.venv-bench` (see benchmarks/train_bench.py).
+The training comparison needs SAELens, a dev dependency (`make install-dev`).
 Copy the printed figures into benchmarks/RESULTS.md with the machine, date and load.
 """
 
@@ -13,20 +13,12 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-BENCH_PYTHON = ROOT / ".venv-bench" / "bin" / "python"
 
 
 def commands() -> list[tuple[str, list[str]]]:
-    """(name, argv) for each benchmark, the training one only where its environment exists."""
-    runs = [
-        (name, [sys.executable, f"benchmarks/{name}_bench.py"])
-        for name in ("server", "upload_load", "analysis", "extract", "steer", "align")
-    ]
-    if BENCH_PYTHON.exists():
-        runs.append(("train", [str(BENCH_PYTHON), "benchmarks/train_bench.py"]))
-    else:
-        print("train: skipped (no .venv-bench; see benchmarks/train_bench.py for its one-line set-up)")
-    return runs
+    """(name, argv) for each benchmark."""
+    names = ("server", "upload_load", "analysis", "extract", "steer", "align", "spliced", "train")
+    return [(name, [sys.executable, f"benchmarks/{name}_bench.py"]) for name in names]
 
 
 def main() -> int:

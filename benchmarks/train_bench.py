@@ -1,10 +1,9 @@
 """SAE training: our TopK trainer against SAELens' TopK trainer (library defaults) on the same activations.
 
 Target: >= 1.5x SAELens' frames/s on the same activations and hardware, reaching no worse FVU in
-equal wall time. sae-lens is not a project dependency, so this runs in a separate environment:
+equal wall time. sae-lens is a dev dependency (`make install-dev`):
 
-    python3 -m venv .venv-bench && .venv-bench/bin/pip install torch==2.13.0 sae-lens
-    .venv-bench/bin/python benchmarks/train_bench.py [--run default] [--epochs 2] [--threads 2]
+    .venv/bin/python benchmarks/train_bench.py [--run default] [--epochs 2] [--threads 2]
 
 Data: the run's activation shards (data/runs/<run>/activations) when present, held-out frames being the
 trainer's seeded whole-clip split; otherwise synthetic Whisper-like frames (printed as such): ~36k frames of
@@ -17,7 +16,7 @@ by epoch in turn, so load drifts on a shared machine hit both alike; (2) ours ag
 in SAELens' wall time. Wall time covers each trainer's set-up and epochs (ours includes its per-epoch held-out
 FVU); final evaluation is excluded. FVU is computed by one function for both: sum ||x - x_hat||^2 / sum ||x -
 mean(x)||^2 over frames, in the activations' own units. Another data folder: WHISPER_ATLAS_DATA=/path/to/data
-.venv-bench/bin/python benchmarks/train_bench.py
+.venv/bin/python benchmarks/train_bench.py
 """
 
 from __future__ import annotations
