@@ -18,6 +18,7 @@ Agreement, on clips whose transformers transcript equals the reference (normalis
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import numpy as np
@@ -82,7 +83,7 @@ def main() -> None:
     fast = load_fast(bundle)
     seconds = dict.fromkeys(["encoder", "transformers", "ct2 align", "ct2 decode+align"], 0.0)
     diffs: list[float] = []
-    n_clips = n_exact = n_same = 0
+    n_clips = n_exact = n_same = n_windows = n_same_windows = 0
 
     def timed(name: str, fn, *fn_args):
         start = time.perf_counter()
@@ -113,9 +114,12 @@ def main() -> None:
             ((_, heard),) = timed(
                 "ct2 decode+align", transcribe_words, fast, encoder_BTD, language, [budget], frames
             )
-            theirs = split_words([(w.word, w.start, w.end) for w in result.words], starts)
+            # Both shared out as `analyze` shares them (`transcribe_packed`, `align_packed`): by word middle.
+            theirs = split_words([(w.word, w.start, w.end) for w in result.words], starts, by_middle=True)
             ours = split_words([(w.word, w.start, w.end) for w in heard], starts, by_middle=True)
             spoken = reference_words(fast, times, refs, starts, language)
+            n_windows += 1
+            n_same_windows += "".join(w.word for w in heard).strip() == result.text
             for i, their_words, our_words, reference in zip(window, theirs, ours, spoken):
                 n_clips += 1
                 hypothesis = "".join(w for w, _, _ in their_words)
@@ -124,7 +128,10 @@ def main() -> None:
                 if exact and len(reference) == len(their_words):
                     n_exact += 1
                     diffs += boundary_differences(reference, their_words)
-    print(f"{n_clips} clips ({args.per_language} per language, <= {args.max_seconds} s), seconds per clip:")
+    print(
+        f"{n_clips} clips ({args.per_language} per language, <= {args.max_seconds} s), load "
+        f"{os.getloadavg()[0]:.1f}, seconds per clip:"
+    )
     baseline = seconds["encoder"] + seconds["transformers"]
     for name, total in seconds.items():
         ratios = (
@@ -132,7 +139,10 @@ def main() -> None:
             f"encoder included {baseline / (seconds['encoder'] + total):.1f}x)"
         )
         print(f"  {name:>16}: {total / n_clips:.3f} s{ratios if name != 'encoder' else ''}")
-    print(f"  ct2's greedy transcript equals transformers' on {n_same}/{n_clips} clips")
+    print(
+        f"  ct2's greedy transcript equals transformers' on {n_same_windows}/{n_windows} windows, "
+        f"{n_same}/{n_clips} clips"
+    )
     print(
         f"  reference words vs transformers' words, {n_exact} clips transcribed exactly, {len(diffs)} "
         f"boundaries: median {np.median(diffs):.3f} s, p90 {np.percentile(diffs, 90):.3f} s, "

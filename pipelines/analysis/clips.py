@@ -13,12 +13,13 @@ context), with no clip left empty. Two aligners fill the words (`AnalysisConfig.
 (`pipelines.model.align`): a speech clip with a reference transcript (and at most 30 s long) gets its
 *reference* words, forced-aligned in its shared window (the window's references concatenated, one teacher-
 forced pass); every clip's hypothesis, and the words of speech clips without a reference, come from
-CTranslate2's greedy decode of the same windows, a batch of windows at a time. `transformers` (the reference
-implementation and the default for now, `transcribe_packed`): Whisper's own words from transformers'
-`generate` with word timestamps, for every clip. On 28 corpus clips (benchmarks/align_bench.py, 2 busy cores,
-per clip): encoder 1.24 s, transformers' words 2.17 s, forced alignment 0.15 s, CTranslate2 decode + alignment
-0.77 s, so the clips phase's decoding runs 2.4x faster (1.6x with the encoder). Decoding stops at
-`token_budget` tokens (10 + 10 per second of audio per clip), so a hallucination loop on noise stops early.
+CTranslate2's greedy decode of the same windows, a batch of windows at a time. `ct2` is the default;
+`transformers` (the reference implementation, `transcribe_packed`): Whisper's own words from transformers'
+`generate` with word timestamps, for every clip. On 28 corpus clips (benchmarks/align_bench.py, 2 cores at
+load 3.5, per clip): encoder 1.00 s, transformers' words 1.89 s, forced alignment 0.10 s, CTranslate2 decode
+(the whole budget, `align.generate_tokens`) + alignment 0.78 s, so the clips phase's decoding runs 2.1x faster
+(1.5x with the encoder); CTranslate2's window transcripts equal transformers' on 7/7 windows. Decoding stops
+at `token_budget` tokens (10 + 10 per second of audio per clip), so a hallucination loop on noise stops early.
 Mels cover the whole clip (30 s windows, as extraction). Transcripts of an earlier analysis with the same
 model are reused: only new or changed clips are decoded (and a clip whose stored words are not its
 reference's, once it has one).
@@ -246,7 +247,7 @@ def describe_clips(
     on_hidden: HiddenHook,
     max_new_tokens: int,
     advance: Callable[[int], None] = lambda n: None,
-    aligner: Aligner = "transformers",
+    aligner: Aligner = "ct2",
 ) -> tuple[ClipTable, list[ClipText]]:
     """Mels and transcripts of manifest `rows` (others get empty entries); encoder states go to `on_hidden`.
 

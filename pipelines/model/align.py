@@ -13,6 +13,15 @@ openai-whisper; tokens become words with `transcribe.group_words`, as on the ref
 Clips without a reference are decoded greedily with CTranslate2's `generate` (a batch of windows at once)
 and their tokens aligned the same way: Whisper's own transcript with word times, without transformers'
 step-by-step Python generation loop.
+
+Every call here takes final encoder states (B, 1500, D) from transformers' encoder (`encoder.encode`), not
+a log-mel: CTranslate2's Whisper accepts its own encoder's output in place of the features (it tells them
+apart by shape), and that output is transformers' `last_hidden_state`, the last block's output after the
+encoder's final layer norm, which the decoder's cross-attention reads (equal to CTranslate2's `encode` to
+3e-3 on the bundled base, tests/integration/test_spliced_real.py). So edited states (an SAE spliced in)
+decode here as they do in transformers. `generate`'s `max_length` is not prompt + new tokens: CTranslate2
+decodes min(max_length // 2, max_length - prompt + 1) steps (`ct2_max_length` inverts it), at most 224 a
+call, and `generate_tokens` continues the items that reach that cap.
 """
 
 from __future__ import annotations
@@ -138,31 +147,74 @@ def align_words(
     return [group_words(tokenizer, t, s, lang) if t else [] for t, s, lang in zip(tokens, times, languages)]
 
 
+def ct2_max_length(steps: int, prompt_length: int) -> int:
+    """CTranslate2's `max_length` for `steps` decoding steps after a prompt of `prompt_length` tokens.
+
+    Its Whisper decodes at most min(max_length // 2, max_length - (prompt_length - 1)) steps (whisper.cc:
+    openai-whisper's half-context `sample_len`), so max_length = prompt + steps would stop at about half the
+    budget; this inverts that rule (capped at the 448-position context, so one call gives at most 224)."""
+    return max(2 * steps, steps + prompt_length - 1)
+
+
+def generate_tokens(
+    fast: FastWhisper, encoder_BTD: torch.Tensor, prompts: list[list[int]], budgets: list[int]
+) -> list[list[int]]:
+    """Greedy text tokens after each item's prompt (same length for the batch), item i stopped at
+    `budgets[i]` tokens (at most `fast.max_tokens`) or at end-of-text, as transformers' greedy `generate`
+    with `max_new_tokens`.
+
+    One batched `generate` call gives each item at most 224 tokens (`ct2_max_length`); items that reach
+    that cap with budget left are decoded on in a further call, teacher-forced on the prompt and their
+    tokens so far (the same greedy continuation; the items that hit the cap share a prompt length)."""
+    context = int(fast.bundle.model.config.max_target_positions)
+    eot = int(fast.bundle.model.generation_config.eos_token_id)
+    wanted = [min(int(b), fast.max_tokens) for b in budgets]
+    tokens: list[list[int]] = [[] for _ in prompts]
+    todo = [i for i, n in enumerate(wanted) if n > 0]
+    while todo:
+        prefix = len(prompts[todo[0]]) + len(tokens[todo[0]])
+        if any(len(prompts[i]) + len(tokens[i]) != prefix for i in todo):
+            raise ValueError("CTranslate2's Whisper decodes a batch of prompts of one length only")
+        want = max(wanted[i] - len(tokens[i]) for i in todo)
+        max_length = min(ct2_max_length(want, prefix), context)
+        steps = min(max_length // 2, max_length - (prefix - 1))
+        if steps < 1:
+            break
+        results = fast.model.generate(
+            _storage(encoder_BTD[todo]),
+            [prompts[i] + tokens[i] for i in todo],
+            beam_size=1,
+            max_length=max_length,
+            suppress_blank=not tokens[todo[0]],  # only at the first step (as begin_suppress_tokens)
+        )
+        still = []
+        for i, result in zip(todo, results):
+            new = [int(t) for t in result.sequences_ids[0]]
+            tokens[i] += [t for t in new if t < eot][: wanted[i] - len(tokens[i])]
+            if len(new) == steps and len(tokens[i]) < wanted[i]:  # stopped by the cap, not end-of-text
+                still.append(i)
+        todo = still
+    return tokens
+
+
+def detect_languages(fast: FastWhisper, encoder_BTD: torch.Tensor) -> list[str]:
+    """The most probable of Whisper's languages per item (CTranslate2's `detect_language`, which reads
+    encoder outputs as they are; one decoder step after <|startoftranscript|>, as `language_logits`)."""
+    return [best[0][0].strip("<|>") for best in fast.model.detect_language(_storage(encoder_BTD))]
+
+
 def decode_tokens(
     fast: FastWhisper, encoder_BTD: torch.Tensor, language: str | None, budgets: list[int]
 ) -> list[tuple[str, list[int]]]:
     """Greedy transcripts (language, text tokens) of a batch of windows, item i stopped at `budgets[i]`
     tokens; `language` None detects it per window (the most probable of Whisper's languages)."""
-    features = _storage(encoder_BTD)
     if language is None:
-        ranked = fast.model.detect_language(features)
-        languages = [best[0][0].strip("<|>") for best in ranked]
+        languages = detect_languages(fast, encoder_BTD)
     else:
         languages = [check_language(language)] * encoder_BTD.shape[0]
     notimestamps = int(fast.bundle.processor.tokenizer.convert_tokens_to_ids("<|notimestamps|>"))
-    longest = min(max(budgets), fast.max_tokens)
-    results = fast.model.generate(
-        features,
-        [fast.prompt(lang) + [notimestamps] for lang in languages],
-        beam_size=1,
-        max_length=longest + PROMPT_LENGTH,
-    )
-    eot = int(fast.bundle.model.generation_config.eos_token_id)
-    decoded = []
-    for lang, result, budget in zip(languages, results, budgets):
-        tokens = [int(t) for t in result.sequences_ids[0] if t < eot][:budget]
-        decoded.append((lang, tokens))
-    return decoded
+    prompts = [fast.prompt(lang) + [notimestamps] for lang in languages]
+    return list(zip(languages, generate_tokens(fast, encoder_BTD, prompts, budgets)))
 
 
 def transcribe_words(

@@ -25,12 +25,15 @@ from pipelines.corpus.manifest import Clip
 from pipelines.model.align import (
     align_words,
     boundary_differences,
+    ct2_max_length,
     decode_tokens,
+    detect_languages,
     load_fast,
     reference_tokens,
     token_times,
 )
 from pipelines.model.encoder import encode, features_for, real_frames
+from pipelines.model.transcribe import LANGUAGES, language_logits, transcribe_encoded
 from tests.fixtures.tiny_whisper import tiny_whisper
 
 REFERENCE = "Hello world, how are   you today?"
@@ -72,6 +75,28 @@ def test_decoding_stops_at_each_windows_budget(fast) -> None:
     assert len(decoded[0][1]) <= 2 and len(decoded[1][1]) <= 5
     detected = decode_tokens(fast, encoder_BTD, None, [3, 3])
     assert all(len(lang) >= 2 and len(tokens) <= 3 for lang, tokens in detected)
+
+
+def test_max_length_gives_the_asked_steps_under_ctranslate2s_rule() -> None:
+    # whisper.cc decodes min(max_length // 2, max_length - (prompt - 1)) steps.
+    for steps in (1, 2, 3, 96, 224):
+        length = ct2_max_length(steps, 4)
+        assert min(length // 2, length - 3) == steps
+    assert ct2_max_length(96, 4) == 192  # not 96 + 4, which decodes 50
+
+
+def test_decoding_goes_past_the_224_token_cap_as_transformers_does(fast) -> None:
+    encoder_BTD = encode(fast.bundle, features_for(fast.bundle, [noise(1.0), noise(2.0, seed=1)]))
+    decoded = decode_tokens(fast, encoder_BTD, "en", [250, 5])
+    reference = transcribe_encoded(fast.bundle, encoder_BTD, language="en", max_new_tokens=250)
+    assert [tokens for _, tokens in decoded] == [reference[0].tokens, reference[1].tokens[:5]]
+    assert len(decoded[0][1]) == 250  # the random model never ends: the whole budget, in two calls
+
+
+def test_language_id_reads_encoder_outputs_as_transformers_does(fast) -> None:
+    encoder_BTD = encode(fast.bundle, features_for(fast.bundle, [noise(1.0), noise(2.0, seed=1)]))
+    expected = [LANGUAGES[int(i)] for i in language_logits(fast.bundle, encoder_BTD).argmax(-1)]
+    assert detect_languages(fast, encoder_BTD) == expected
 
 
 def test_packed_alignment_gives_each_clip_its_own_reference_words(fast) -> None:
