@@ -5,7 +5,9 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 SIZE ?= default
 
-.PHONY: install install-dev demo corpus serve test test-fast lint bench
+TEST_RUN ?= test-small
+
+.PHONY: install install-dev demo corpus real-run serve test test-fast lint bench
 
 install:
 	scripts/install.sh
@@ -24,10 +26,14 @@ serve: install
 corpus: install
 	$(BIN)/whisper-atlas corpus build --size $(SIZE)
 
-## Unit tests (tiny random Whisper), integration tests (real bundled Whisper on the real corpus; those that
-## need a trained run read data/runs/default after `make demo` and say so when it is missing), browser tests.
-test: install-dev lint corpus
-	$(BIN)/pytest -q
+## A small real run (every stage on real audio, corpus size small) for the tests that need a trained SAE.
+real-run: install-dev
+	$(BIN)/whisper-atlas demo --size small --corpus $(TEST_RUN) --run $(TEST_RUN) --no-serve
+
+## Lint and type check, unit tests (tiny random Whisper), integration tests (real bundled Whisper on the
+## default corpus and on the small real run, which must exist here: none of them may skip), browser tests.
+test: install-dev lint corpus real-run
+	WHISPER_ATLAS_TEST_RUN=$(TEST_RUN) WHISPER_ATLAS_REQUIRE_REAL_RUN=1 $(BIN)/pytest -q
 
 test-fast: install-dev
 	$(BIN)/pytest -q -m "not integration and not browser"
