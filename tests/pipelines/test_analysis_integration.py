@@ -67,9 +67,9 @@ def test_top_examples_follow_the_one_per_clip_rule(run: RunPaths):
 
 
 def test_sae_metrics_on_held_out_voices(run: RunPaths):
-    """The real run's SAE against bounds set from seven trainings (benchmarks/RESULTS.md sweep, default corpus,
-    two seeds and five settings: train FVU 0.056-0.097, speaker-held-out FVU 0.084-0.146, dead <= 2.4%) and
-    this small run (train 0.098, speaker-held-out 0.27 on 4 clips): about twice the worst value seen, so a
+    """The real run's SAE against bounds set from six trainings (the sweep in benchmarks/RESULTS.md, default
+    corpus, two seeds, five settings: train FVU 0.056-0.097, speaker-held-out FVU 0.084-0.146, dead <= 2.4%)
+    and this small run (train 0.098, speaker-held-out 0.27 on 4 clips): about twice the worst value seen, so a
     broken trainer or split fails while seed and split noise on the small corpus does not."""
     metrics = json.loads((run.sae / "metrics.json").read_text())
     assert metrics["window"] == "recording" and metrics["l0"] == metrics["sae"]["k"]
