@@ -98,7 +98,7 @@ def test_extract_command(tiny_folder, data_root) -> None:
     meta = read_meta(RunPaths.named().activations)
     assert meta is not None and meta.layer == 1 and meta.n_frames == 30 + 70 + 110
     assert "3 clips encoded" in result.stdout
-    again = runner.invoke(app, [*args, "--no-pack"])
+    again = runner.invoke(app, [*args, "--window", "solo"])
     assert again.exit_code == 0 and "previous activations discarded" in again.stdout
 
 
