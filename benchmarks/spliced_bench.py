@@ -34,8 +34,9 @@ from pipelines.model.align import load_fast
 from pipelines.model.encoder import encode, features_for, real_frames
 from pipelines.model.loader import load_whisper
 from pipelines.paths import corpus_dir
-from pipelines.sae import SAEConfig, SparseAutoencoder, build_sae, load_sae
+from pipelines.sae import load_sae
 from pipelines.sae.evaluate import spliced_eval
+from tests.fixtures.tiny_sae import fit_sae
 
 
 def chosen_clips(per_language: int, max_seconds: float) -> list[Clip]:
@@ -44,25 +45,6 @@ def chosen_clips(per_language: int, max_seconds: float) -> list[Clip]:
         if clip.category == SPEECH and clip.transcript and clip.duration <= max_seconds:
             by_language.setdefault(clip.language, []).append(clip)
     return [clip for group in by_language.values() for clip in group[:per_language]]
-
-
-def fit_sae(acts_ND: torch.Tensor, d_sae: int = 1024, k: int = 16, steps: int = 400) -> SparseAutoencoder:
-    """A TopK SAE fitted by plain Adam on the squared error (unit-norm decoder rows), seeded."""
-    generator = torch.Generator().manual_seed(0)
-    sae = build_sae(SAEConfig(d_in=acts_ND.shape[1], d_sae=d_sae, k=k))
-    sae.reset_parameters(generator)
-    with torch.no_grad():
-        sae.b_dec.copy_(acts_ND.mean(0))
-    optimizer = torch.optim.Adam(sae.parameters(), lr=1e-3, fused=True)
-    for _ in range(steps):
-        x_BD = acts_ND[torch.randint(len(acts_ND), (256,), generator=generator)]
-        loss = (sae(x_BD).x_hat_BD - x_BD).pow(2).sum(-1).mean()
-        optimizer.zero_grad()
-        loss.backward()
-        sae.remove_parallel_grad()
-        optimizer.step()
-        sae.normalise_decoder()
-    return sae.eval()
 
 
 def load(seconds: float) -> str:
@@ -91,7 +73,7 @@ def main() -> None:
             hidden_BTD = encode(bundle, features_for(bundle, audios), layer=layer)
             acts += [hidden_BTD[i, : real_frames(len(a))] for i, a in enumerate(audios)]
         acts_ND = torch.cat(acts)
-        sae = fit_sae(acts_ND)
+        sae = fit_sae(acts_ND, steps=400)
         with torch.no_grad():
             error = (sae(acts_ND).x_hat_BD - acts_ND).pow(2).sum()
         fvu = float(error / (acts_ND - acts_ND.mean(0)).pow(2).sum())

@@ -29,33 +29,14 @@ from pipelines.corpus.manifest import SPEECH, Clip, read_manifest
 from pipelines.model.align import FastWhisper, load_fast
 from pipelines.model.encoder import encode, features_for, real_frames
 from pipelines.model.loader import WhisperBundle, load_whisper
-from pipelines.sae import SAEConfig, SparseAutoencoder, build_sae
 from pipelines.sae.evaluate import spliced_eval
+from tests.fixtures.tiny_sae import fit_sae
 
 pytestmark = pytest.mark.integration
 
 PER_LANGUAGE = 2
 MAX_SECONDS = 10.0
 CER_MARGIN = 0.02
-
-
-def fit_sae(acts_ND: torch.Tensor, d_sae: int = 1024, k: int = 16, steps: int = 100) -> SparseAutoencoder:
-    """A TopK SAE fitted by plain Adam on the squared error (unit-norm decoder rows), seeded."""
-    generator = torch.Generator().manual_seed(0)
-    sae = build_sae(SAEConfig(d_in=acts_ND.shape[1], d_sae=d_sae, k=k))
-    sae.reset_parameters(generator)
-    with torch.no_grad():
-        sae.b_dec.copy_(acts_ND.mean(0))
-    optimizer = torch.optim.Adam(sae.parameters(), lr=1e-3, fused=True)
-    for _ in range(steps):
-        x_BD = acts_ND[torch.randint(len(acts_ND), (256,), generator=generator)]
-        loss = (sae(x_BD).x_hat_BD - x_BD).pow(2).sum(-1).mean()
-        optimizer.zero_grad()
-        loss.backward()
-        sae.remove_parallel_grad()
-        optimizer.step()
-        sae.normalise_decoder()
-    return sae.eval()
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +62,7 @@ def evaluated(models, clips: list[Clip], corpus: Path) -> dict[str, dict]:
         audios = [decode_audio(corpus / c.path) for c in clips[first : first + 4]]
         hidden_BTD = encode(base, features_for(base, audios))
         acts += [hidden_BTD[i, : real_frames(len(a))] for i, a in enumerate(audios)]
-    sae = fit_sae(torch.cat(acts))
+    sae = fit_sae(torch.cat(acts), steps=100)
     return {
         decoder: spliced_eval(base, sae, clips, corpus, base.n_layers, decoder=decoder, fast=fast)
         for decoder in ("ct2", "transformers")
