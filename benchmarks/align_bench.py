@@ -1,7 +1,8 @@
 """Word alignment: forced alignment on CTranslate2 vs transformers' generate with word timestamps.
 
 The analysis pass times the words of N speech clips of the default corpus (the first `--per-language` clips
-with a reference transcript in each language), packed into shared 30 s windows as `analyze` packs them.
+with a reference transcript in each language), joined into speaker recordings as `extract` joins them (the
+windows `analyze` describes).
 Each window is encoded once (timed apart: the same for every path), then its words are timed three ways:
 
 - `transformers`: `transcribe_encoded` with word timestamps (greedy generate + DTW), the reference path;
@@ -23,18 +24,11 @@ import time
 
 import numpy as np
 
-from pipelines.analysis.clips import (
-    WINDOW_SAMPLES,
-    ClipWords,
-    pack_window,
-    split_words,
-    token_budget,
-    transcription_windows,
-)
+from pipelines.analysis.clips import reference_words, split_words, token_budget
 from pipelines.audio import SAMPLE_RATE, decode_audio
+from pipelines.constants import FRAME_SECONDS, WINDOW_SAMPLES
 from pipelines.corpus.manifest import SPEECH, Clip, read_manifest
 from pipelines.model.align import (
-    FastWhisper,
     boundary_differences,
     load_fast,
     reference_tokens,
@@ -43,8 +37,9 @@ from pipelines.model.align import (
 )
 from pipelines.model.encoder import encode, features_for, real_frames
 from pipelines.model.loader import load_whisper
-from pipelines.model.transcribe import group_words, transcribe_encoded
+from pipelines.model.transcribe import transcribe_encoded
 from pipelines.paths import corpus_dir
+from pipelines.recordings import join, plan_recordings
 from pipelines.sae.evaluate import normalise_text
 
 MAX_NEW_TOKENS = 96
@@ -58,20 +53,6 @@ def chosen_clips(per_language: int, max_seconds: float) -> dict[str, list[Clip]]
             if len(group) < per_language:
                 group.append(clip)
     return by_language
-
-
-def reference_words(
-    fast: FastWhisper, times: np.ndarray, refs: list[list[int]], starts: list[float], language: str
-) -> list[ClipWords]:
-    """Per clip, its reference words from the window's forced alignment, clip-relative."""
-    per_clip, at = [], 0
-    for tokens, start in zip(refs, starts):
-        words = group_words(
-            fast.bundle.processor.tokenizer, tokens, times[at : at + len(tokens) + 1], language
-        )
-        per_clip.append([(w.word, w.start - start, w.end - start) for w in words])
-        at += len(tokens)
-    return per_clip
 
 
 def main() -> None:
@@ -93,10 +74,13 @@ def main() -> None:
 
     for language, clips in chosen_clips(args.per_language, args.max_seconds).items():
         audios = [decode_audio(corpus_dir() / c.path)[:WINDOW_SAMPLES] for c in clips]
-        for window in transcription_windows([c.duration for c in clips]):
-            packed, starts = pack_window([audios[i] for i in window])
+        for recording in plan_recordings(clips):
+            window = list(recording.rows)
+            packed, offsets = join([audios[i] for i in window])
+            starts = [o * FRAME_SECONDS for o in offsets]
+            durations = [len(audios[i]) / SAMPLE_RATE for i in window]
             frames = [real_frames(len(packed))]
-            budget = token_budget([len(audios[i]) / SAMPLE_RATE for i in window], MAX_NEW_TOKENS)
+            budget = token_budget(durations, MAX_NEW_TOKENS)
             encoder_BTD = timed("encoder", encode, bundle, features_for(bundle, [packed]))
             (result,) = timed(
                 "transformers",
@@ -114,10 +98,12 @@ def main() -> None:
             ((_, heard),) = timed(
                 "ct2 decode+align", transcribe_words, fast, encoder_BTD, language, [budget], frames
             )
-            # Both shared out as `analyze` shares them (`transcribe_packed`, `align_packed`): by word middle.
-            theirs = split_words([(w.word, w.start, w.end) for w in result.words], starts, by_middle=True)
-            ours = split_words([(w.word, w.start, w.end) for w in heard], starts, by_middle=True)
-            spoken = reference_words(fast, times, refs, starts, language)
+            # Both shared out as `analyze` shares them (`WindowTranscriber`): by word middle.
+            words = [(w.word, w.start, w.end) for w in result.words]
+            theirs = split_words(words, starts, durations, by_middle=True)
+            ours = split_words([(w.word, w.start, w.end) for w in heard], starts, durations, by_middle=True)
+            tokenizer = bundle.processor.tokenizer
+            spoken = reference_words(tokenizer, refs, times, starts, durations, language)
             n_windows += 1
             n_same_windows += "".join(w.word for w in heard).strip() == result.text
             for i, their_words, our_words, reference in zip(window, theirs, ours, spoken):

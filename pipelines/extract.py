@@ -31,7 +31,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from pipelines.activations import ActivationsMeta, append_shard, read_meta
+from pipelines.activations import ActivationsMeta, WindowRest, append_shard, read_meta
 from pipelines.audio import decode_audio
 from pipelines.constants import SAMPLE_RATE, SAMPLES_PER_FRAME, WINDOW_SAMPLES
 from pipelines.corpus.manifest import MANIFEST_NAME, Clip, read_manifest
@@ -117,16 +117,23 @@ def _stored(acts_TD: torch.Tensor) -> torch.Tensor:
     return acts_TD.to("cpu", torch.float16)
 
 
-def _encode_windows(bundle: WhisperBundle, windows: list[_Window], layer: int, batch_size: int) -> list:
-    """Activations (n_real, D) per span, each window padded to 30 s as Whisper pads it."""
-    acts = []
+def _encode_windows(
+    bundle: WhisperBundle, windows: list[_Window], layer: int, batch_size: int, keep_rest: bool
+) -> tuple[list, list]:
+    """Activations (n_real, D) per span, each window padded to 30 s as Whisper pads it; with `keep_rest`,
+    also each window's other frames (gaps and padding) with their positions, for `WindowRest`."""
+    acts, rests = [], []
     for start in range(0, len(windows), batch_size):
         chunk = windows[start : start + batch_size]
         out_BTD = encode(bundle, features_for(bundle, [w.audio for w in chunk]), layer)
-        acts += [
-            _stored(out_BTD[i, s.offset : s.offset + s.n_real]) for i, w in enumerate(chunk) for s in w.spans
-        ]
-    return acts
+        for i, w in enumerate(chunk):
+            covered_T = torch.zeros(out_BTD.shape[1], dtype=torch.bool)
+            for s in w.spans:
+                acts.append(_stored(out_BTD[i, s.offset : s.offset + s.n_real]))
+                covered_T[s.offset : s.offset + s.n_real] = True
+            if keep_rest:
+                rests.append((_stored(out_BTD[i, ~covered_T.to(out_BTD.device)]), np.flatnonzero(~covered_T)))
+    return acts, rests
 
 
 def _encode_packed(
@@ -225,6 +232,7 @@ def extract(
         corpus=corpus.name,
         fingerprint=extraction_fingerprint(corpus, bundle, layer, window, config),
         window=window,
+        decodable=config is None and layer == bundle.n_layers,
     )
     meta, restarted = _open_meta(run.activations, fresh)
     done = meta.done_clip_rows
@@ -246,11 +254,13 @@ def extract(
         windows = _decode_chunk(corpus, clips, chunk, report)
         if windows:
             with torch.inference_mode():
+                rests: list = []
                 if config is not None:
                     acts, n_windows = _encode_packed(bundle, windows, layer, batch_size, config)
                 else:
-                    acts, n_windows = _encode_windows(bundle, windows, layer, batch_size), len(windows)
-            _append(run.activations, meta, windows, acts, report)
+                    acts, rests = _encode_windows(bundle, windows, layer, batch_size, meta.decodable)
+                    n_windows = len(windows)
+            _append(run.activations, meta, windows, acts, rests, report)
             report.windows += n_windows
         finished += sum(len(u.rows) for u in chunk)
         if on_progress is not None:
@@ -286,14 +296,32 @@ def _decode_chunk(
 
 
 def _append(
-    folder: Path, meta: ActivationsMeta, windows: list[_Window], acts: list, report: ExtractReport
+    folder: Path,
+    meta: ActivationsMeta,
+    windows: list[_Window],
+    acts: list,
+    rests: list,
+    report: ExtractReport,
 ) -> None:
-    """Write the windows' activations as one shard, each frame indexed by (clip row, frame in the clip)."""
+    """Write the windows' activations as one shard, each frame indexed by (clip row, frame in the clip);
+    for decodable activations with where each frame sits in its window and the windows' other frames."""
     spans = [s for w in windows for s in w.spans]
     acts_ND = torch.cat(acts).numpy()
     index_N2 = np.concatenate(
         [np.stack([np.full(s.n_real, s.row), s.first_frame + np.arange(s.n_real)], axis=1) for s in spans]
     )
-    append_shard(folder, meta, acts_ND, index_N2, windows=[w.rows for w in windows])
+    rest = None
+    if meta.decodable:
+        place = [
+            (w, s.offset + np.arange(s.n_real)) for w, window in enumerate(windows) for s in window.spans
+        ]
+        rest = WindowRest(
+            place_N2=np.concatenate([np.stack([np.full(len(f), w), f], axis=1) for w, f in place]),
+            rest_MD=torch.cat([states for states, _ in rests]).numpy(),
+            rest_place_M2=np.concatenate(
+                [np.stack([np.full(len(f), w), f], axis=1) for w, (_, f) in enumerate(rests)]
+            ),
+        )
+    append_shard(folder, meta, acts_ND, index_N2, windows=[w.rows for w in windows], rest=rest)
     report.frames += len(index_N2)
     report.clips_done += len({s.row for s in spans})

@@ -1,63 +1,105 @@
 """Per-clip details for the atlas: the log-mel (stored once, as uint8) and word-aligned text.
 
-Speech clips are decoded in their manifest language (when Whisper knows it), so the words under each example
-are the ones spoken; other clips are decoded with the language Whisper detects, which shows what it invents
-on non-speech (hypothesis only, no word times).
+Clips are described window by window, in the encoder windows extraction ran (`ClipWindow`: a speaker's
+recording of several clips, or one clip alone), from the stored final encoder states when the activations
+keep whole windows (`pipelines.activations.iter_windows`); otherwise the window's clips are joined again
+(`pipelines.recordings.join`) and encoded. So on the default run `analyze` runs no encoder at all, and the
+language effects (`on_hidden`) read the same windows.
 
-Short clips of one decode language share a 30 s window, 1 s of silence apart (`transcription_windows`): an
-encoder pass costs the same for 3 s of audio as for 30, and the corpus's clips average 5 s. On the default
-corpus this took the clips phase of `analyze` from 789 s to 546 s (2 cores, transformers' greedy decoding at
-~40 ms a token), and CER against the reference transcripts of its 280 speech clips went from 0.124 mean /
-0.055 median (one window per clip) to 0.088 / 0.049 (the neighbouring clips give the short game lines
-context), with no clip left empty. Two aligners fill the words (`AnalysisConfig.aligner`). `ct2`
-(`pipelines.model.align`): a speech clip with a reference transcript (and at most 30 s long) gets its
-*reference* words, forced-aligned in its shared window (the window's references concatenated, one teacher-
-forced pass); every clip's hypothesis, and the words of speech clips without a reference, come from
-CTranslate2's greedy decode of the same windows, a batch of windows at a time. `ct2` is the default;
-`transformers` (the reference implementation, `transcribe_packed`): Whisper's own words from transformers'
-`generate` with word timestamps, for every clip. On 28 corpus clips (benchmarks/align_bench.py, 2 cores at
-load 3.5, per clip): encoder 1.00 s, transformers' words 1.89 s, forced alignment 0.10 s, CTranslate2 decode
-(the whole budget, `align.generate_tokens`) + alignment 0.78 s, so the clips phase's decoding runs 2.1x faster
-(1.5x with the encoder); CTranslate2's window transcripts equal transformers' on 7/7 windows. Decoding stops
-at `token_budget` tokens (10 + 10 per second of audio per clip), so a hallucination loop on noise stops early.
-Mels cover the whole clip (30 s windows, as extraction). Transcripts of an earlier analysis with the same
-model are reused: only new or changed clips are decoded (and a clip whose stored words are not its
-reference's, once it has one).
+Speech is decoded in its manifest language (when Whisper knows it), so the words under each example are the
+ones spoken; other clips are decoded with the language Whisper detects, which shows what it invents on
+non-speech (hypothesis only, no word times; on a reel of sounds of one source the window's hypothesis is
+shared out among its clips by time). Two aligners fill the words (`AnalysisConfig.aligner`):
+
+- `ct2` (the default, `pipelines.model.align`): a window whose clips all have reference transcripts (and
+  whose references fit Whisper's 448-token context) gets the *reference* words, forced-aligned with one
+  teacher-forced pass over the window's references concatenated, each clip's words kept within its share of
+  the window; it is not decoded unless `transcribe_all`. Other windows are decoded greedily by CTranslate2,
+  a batch of windows at a time, and their tokens aligned the same way.
+- `transformers` (the reference implementation): Whisper's own words from transformers' `generate` with
+  word timestamps, for every window.
+
+On 28 corpus clips (benchmarks/align_bench.py, 2 cores at load 3.5, per clip) the encoder took 1.00 s,
+transformers' words 1.89 s, forced alignment 0.10 s and CTranslate2's decode + alignment 0.78 s. Decoding
+stops at `token_budget` tokens (10 + 10 per second of audio per clip), so a hallucination loop on noise stops
+early. Mels cover the whole clip (30 s windows, as extraction). Transcripts of an earlier analysis with the
+same model are reused: only windows holding a new or changed clip are decoded again (and a clip whose stored
+words are not its reference's, once it has one).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Callable, Iterable, Iterator, Literal
 
 import numpy as np
 import torch
 
+from pipelines.activations import ActivationsMeta, iter_windows
 from pipelines.analysis.result import ClipTable, ClipText
-from pipelines.audio import SAMPLE_RATE, decode_audio
+from pipelines.audio import decode_audio
+from pipelines.constants import FRAME_SECONDS, FRAMES_PER_WINDOW, SAMPLE_RATE, WINDOW_SAMPLES
 from pipelines.corpus.manifest import SPEECH, Clip
 from pipelines.model.align import FastWhisper, load_fast, reference_tokens, token_times, transcribe_words
 from pipelines.model.encoder import encode, features_for, real_frames
 from pipelines.model.loader import WhisperBundle
 from pipelines.model.transcribe import LANGUAGES, group_words, transcribe_encoded
+from pipelines.recordings import join
 
-WINDOW_S = 30.0
-WINDOW_SAMPLES = int(WINDOW_S) * SAMPLE_RATE
-GAP_S = 1.0
-"""Silence between clips sharing a transcription window (DTW word times stray ~0.2 s, boundaries 0.5 s)."""
 TOKENS_BASE = 10
 TOKENS_PER_SECOND = 10
 """Decoder budget per clip: fast speech runs ~4-8 Whisper tokens per second (more for Cyrillic)."""
 
 WINDOWS_PER_BATCH = 4
-"""Windows decoded and aligned together on the fast path (CTranslate2 batches them)."""
+"""Windows decoded and aligned together (CTranslate2 batches them)."""
 
 Aligner = Literal["ct2", "transformers"]
 ClipWords = list[tuple[str, float, float]]
 """(raw word text, start s, end s) relative to the clip; joining the texts gives the clip's text."""
 
-HiddenHook = Callable[[list[int], torch.Tensor, list[int]], None]
-"""Called with (manifest rows, final encoder states (B, 1500, D), real frames) for the rows it asked for."""
+HiddenHook = Callable[[torch.Tensor, list[int]], None]
+"""Called with (final encoder states (B, 1500, D), frames up to each window's last clip's end)."""
+
+
+@dataclass
+class ClipWindow:
+    """One encoder window of the run: its clips in join order and, when stored, its whole encoder output."""
+
+    rows: list[int]
+    states_TD: np.ndarray | None = None
+    """float16 (1500, D) final encoder states as extraction computed them; None: encode the joined clips."""
+    offsets: list[int] | None = None
+    """Encoder frame at which each clip starts (given with the states)."""
+
+    @property
+    def key(self) -> tuple[int, ...]:
+        return tuple(self.rows)
+
+
+def run_windows(folder: Path, meta: ActivationsMeta) -> Iterator[ClipWindow]:
+    """The run's windows that start a clip (a long clip is described from its first 30 s), with their
+    stored states when the activations are decodable; else the windows as meta.json lists them."""
+    if meta.decodable:
+        for window in iter_windows(folder, FRAMES_PER_WINDOW):
+            if window.first_frames[0] == 0:
+                yield ClipWindow(window.rows, window.states_TD, window.offsets)
+        return
+    for rows in window_rows(meta):
+        yield ClipWindow(rows)
+
+
+def window_rows(meta: ActivationsMeta) -> list[list[int]]:
+    """The clip rows of each window that starts a clip, as meta.json lists them (older metas list none:
+    every clip alone)."""
+    listed = [rows for shard in meta.shards for rows in shard.windows]
+    seen: set[int] = set()
+    out = []
+    for rows in listed or [[row] for shard in meta.shards for row in shard.clip_rows]:
+        if rows[0] not in seen:
+            seen.update(rows)
+            out.append(list(rows))
+    return out
 
 
 def decode_language(clip: Clip) -> str:
@@ -85,205 +127,238 @@ def token_budget(durations: list[float], max_new_tokens: int) -> int:
     return sum(min(max_new_tokens, int(TOKENS_BASE + TOKENS_PER_SECOND * d)) for d in durations)
 
 
-def transcription_windows(
-    durations: list[float], gap: float = GAP_S, tokens: list[int] | None = None, max_tokens: int = 0
-) -> list[list[int]]:
-    """Consecutive clip indices packed greedily into 30 s windows, `gap` seconds of silence between clips;
-    given `tokens` per clip (references to align), a window also holds at most `max_tokens` of them."""
-    windows: list[list[int]] = []
-    used, held = 0.0, 0
-    for i, duration in enumerate(durations):
-        size = tokens[i] if tokens is not None else 0
-        if windows and used + gap + duration <= WINDOW_S and (tokens is None or held + size <= max_tokens):
-            windows[-1].append(i)
-            used, held = used + gap + duration, held + size
-        else:
-            windows.append([i])
-            used, held = duration, size
-    return windows
-
-
-def pack_window(audios: list[np.ndarray]) -> tuple[np.ndarray, list[float]]:
-    """One window of clips (each <= 30 s) `GAP_S` apart, and the second at which each clip starts."""
-    silence = np.zeros(int(GAP_S * SAMPLE_RATE), np.float32)
-    starts, pieces, at = [], [], 0
-    for audio in audios:
-        starts.append(at / SAMPLE_RATE)
-        pieces += [audio, silence]
-        at += len(audio) + len(silence)
-    return np.concatenate(pieces[:-1])[:WINDOW_SAMPLES], starts
-
-
-def transcribe_packed(
-    bundle: WhisperBundle, audios: list[np.ndarray], language: str, max_new_tokens: int
-) -> list[ClipWords]:
-    """Word-aligned transcripts of clips (each <= 30 s) decoded together in ONE window, `GAP_S` apart, by
-    transformers' `generate` with word timestamps (the reference implementation of `align_packed`)."""
-    window, starts = pack_window(audios)
-    (result,) = transcribe_encoded(
-        bundle,
-        encode(bundle, features_for(bundle, [window])),
-        language=language or None,
-        max_new_tokens=token_budget([len(a) / SAMPLE_RATE for a in audios], max_new_tokens),
-        word_timestamps=True,
-        n_frames=[real_frames(len(window))],
-    )
-    words = [(w.word, float(w.start), float(w.end)) for w in result.words]
-    return split_words(words, starts, by_middle=True)  # a clip's first word starts where the one before ends
+def shares(starts: list[float], durations: list[float]) -> list[tuple[float, float]]:
+    """Each clip's share of its window (seconds): from the middle of the gap before it to the middle of
+    the gap after it (the first from -inf, the last to +inf)."""
+    ends = [start + d for start, d in zip(starts, durations)]
+    bounds = [(end + start) / 2 for end, start in zip(ends[:-1], starts[1:])]
+    return list(zip([float("-inf")] + bounds, bounds + [float("inf")]))
 
 
 def split_words(
-    words: list[tuple[str, float, float]], starts: list[float], by_middle: bool = False
+    words: list[tuple[str, float, float]],
+    starts: list[float],
+    durations: list[float],
+    by_middle: bool = False,
 ) -> list[ClipWords]:
-    """Window words per clip (clips starting at `starts` seconds, `GAP_S` apart), times relative to the clip.
+    """Window words per clip (clips starting at `starts` seconds), times relative to the clip.
 
-    A word belongs to the clip in which it starts, or with `by_middle` in which its middle lies (for times
-    read as openai-whisper reads them, where a clip's first word starts as the previous clip's speech
-    ends); each boundary sits in the middle of a gap, and a word's times are kept inside its clip's share.
+    A word belongs to the clip in whose share (`shares`) it starts, or with `by_middle` in which its middle
+    lies (for times read as openai-whisper reads them, where a clip's first word starts as the previous
+    clip's speech ends); a word's times are kept inside its clip's share.
     """
-    bounds = [start - GAP_S / 2 for start in starts[1:]] + [float("inf")]
+    spans = shares(starts, durations)
     per_clip: list[ClipWords] = [[] for _ in starts]
     for word, start, end in words:
         at = (start + end) / 2 if by_middle else start
-        clip = next(i for i, bound in enumerate(bounds) if at < bound)
-        lo, hi = (bounds[clip - 1] if clip else float("-inf")), bounds[clip]
+        clip = next(i for i, (_, hi) in enumerate(spans) if at < hi)
+        lo, hi = spans[clip]
         start, end = min(max(start, lo), hi), min(max(end, lo), hi)
         per_clip[clip].append((word, start - starts[clip], end - starts[clip]))
     return per_clip
 
 
-def align_packed(
-    fast: FastWhisper,
-    windows: list[list[np.ndarray]],
-    language: str,
-    max_new_tokens: int,
-    references: list[list[list[int]]] | None = None,
-) -> list[list[tuple[ClipWords, ClipWords]]]:
-    """The fast path for a batch of windows (each a list of clips, packed as `transcribe_packed` packs them).
-
-    Per clip: Whisper's words (CTranslate2's greedy decode, aligned) and the words to store: with
-    `references` (every clip's reference tokens), those, forced-aligned with the window's references
-    concatenated, each clip's kept within its share of the window; else Whisper's words again.
-    """
-    bundle = fast.bundle
-    packed = [pack_window(audios) for audios in windows]
-    encoder_BTD = encode(bundle, features_for(bundle, [window for window, _ in packed]))
-    n_frames = [real_frames(len(window)) for window, _ in packed]
-    budgets = [token_budget([len(a) / SAMPLE_RATE for a in audios], max_new_tokens) for audios in windows]
-    decoded = transcribe_words(fast, encoder_BTD, language or None, budgets, n_frames)
-    heard = [
-        split_words([(w.word, w.start, w.end) for w in words], starts, by_middle=True)
-        for (_, words), (_, starts) in zip(decoded, packed)
-    ]
-    if references is None:
-        return [list(zip(clips, clips)) for clips in heard]
-    languages = [lang for lang, _ in decoded]
-    times = token_times(fast, encoder_BTD, [sum(refs, []) for refs in references], languages, n_frames)
-    out = []
-    for w, refs in enumerate(references):
-        spoken, at = [], 0
-        for tokens, start, audio in zip(refs, packed[w][1], windows[w]):
-            # A clip's words stay in its share of the window (as `split_words` shares Whisper's words).
-            share = (-GAP_S / 2, len(audio) / SAMPLE_RATE + GAP_S / 2)
-            clip_times = np.clip(times[w][at : at + len(tokens) + 1] - start, *share)
-            words = group_words(bundle.processor.tokenizer, tokens, clip_times, languages[w])
-            spoken.append([(x.word, x.start, x.end) for x in words])
-            at += len(tokens)
-        out.append(list(zip(heard[w], spoken)))
-    return out
-
-
 def alignable(clip: Clip) -> bool:
     """Speech with a reference transcript that one window holds whole (a longer one is heard only in part)."""
-    return clip.category == SPEECH and bool(clip.transcript.strip()) and clip.duration <= WINDOW_S
+    return clip.category == SPEECH and bool(clip.transcript.strip()) and clip.duration <= 30.0
 
 
-def _transcribe_group(
-    bundle: WhisperBundle,
-    fast: FastWhisper | None,
-    clips: list[Clip],
-    rows: list[int],
-    audios: dict[int, np.ndarray],
+@dataclass
+class _Pending:
+    """A window waiting for its batch: its clips' audio, where each starts (s), and what it needs."""
+
+    window: ClipWindow
+    audios: list[np.ndarray]
+    starts: list[float]
+    n_frames: int
+    stale: bool
+    effects: bool
+
+
+def _prepare(window: ClipWindow, audios: list[np.ndarray], stale: bool, effects: bool) -> _Pending:
+    """Where each clip starts in the window: stored offsets, else as `join` lays the clips out again."""
+    heard = [audio[:WINDOW_SAMPLES] for audio in audios]
+    offsets = window.offsets if window.offsets is not None else join(heard)[1]
+    n_frames = max(offsets[-1] + real_frames(len(heard[-1])), 1)
+    return _Pending(window, heard, [o * FRAME_SECONDS for o in offsets], n_frames, stale, effects)
+
+
+def _states(bundle: WhisperBundle, batch: list[_Pending]) -> torch.Tensor:
+    """(B, 1500, D) final encoder states: the stored ones, the missing ones encoded in one pass."""
+    missing = [p for p in batch if p.window.states_TD is None]
+    encoded: list[torch.Tensor] = []
+    if missing:
+        encoded = list(
+            encode(bundle, features_for(bundle, [join(p.audios)[0] for p in missing])).float().cpu()
+        )
+    rows = []
+    for p in batch:
+        stored = p.window.states_TD
+        rows.append(torch.from_numpy(stored.astype(np.float32)) if stored is not None else encoded.pop(0))
+    return torch.stack(rows)
+
+
+class WindowTranscriber:
+    """(Whisper's words, words to store) per clip for batches of windows of one decode language."""
+
+    def __init__(self, bundle: WhisperBundle, aligner: Aligner, max_new_tokens: int, transcribe_all: bool):
+        self.bundle, self.aligner, self.max_new_tokens = bundle, aligner, max_new_tokens
+        self.transcribe_all = transcribe_all
+        self.fast: FastWhisper | None = load_fast(bundle) if aligner == "ct2" else None
+
+    def references(self, clips: list[Clip]) -> list[list[int]] | None:
+        """Every clip's reference tokens, if the window can be forced-aligned (ct2, all clips `alignable`,
+        the references fit one context); else None."""
+        if self.fast is None or not all(alignable(c) for c in clips):
+            return None
+        refs = [reference_tokens(self.fast, c.transcript) for c in clips]
+        return refs if sum(len(r) for r in refs) <= self.fast.max_tokens else None
+
+    def __call__(
+        self, states_BTD: torch.Tensor, batch: list[_Pending], clips: list[list[Clip]], language: str
+    ) -> list[list[tuple[ClipWords, ClipWords]]]:
+        durations = [[len(a) / SAMPLE_RATE for a in p.audios] for p in batch]
+        n_frames = [p.n_frames for p in batch]
+        refs = [self.references(c) for c in clips]
+        decode = [r is None or self.transcribe_all for r in refs]
+        heard: list[list[ClipWords]] = [[[] for _ in p.audios] for p in batch]
+        chosen = [i for i, d in enumerate(decode) if d]
+        if chosen:
+            decoded = self._decode(
+                states_BTD[chosen], language, [durations[i] for i in chosen], n_frames, chosen
+            )
+            for i, words in zip(chosen, decoded):
+                heard[i] = split_words(words, batch[i].starts, durations[i], by_middle=True)
+        out = [list(zip(heard[i], heard[i])) for i in range(len(batch))]
+        aligned = [i for i, r in enumerate(refs) if r is not None]
+        if aligned and self.fast is not None:
+            times = token_times(
+                self.fast,
+                states_BTD[aligned],
+                [sum(refs[i] or [], []) for i in aligned],
+                [language] * len(aligned),
+                [n_frames[i] for i in aligned],
+            )
+            for i, window_times in zip(aligned, times):
+                tokenizer = self.bundle.processor.tokenizer
+                spoken = reference_words(
+                    tokenizer, refs[i] or [], window_times, batch[i].starts, durations[i], language
+                )
+                out[i] = list(zip(heard[i], spoken))
+        return out
+
+    def _decode(
+        self,
+        states_BTD: torch.Tensor,
+        language: str,
+        durations: list[list[float]],
+        n_frames: list[int],
+        chosen: list[int],
+    ) -> list[list[tuple[str, float, float]]]:
+        """Whisper's own words (seconds in the window) of each window, greedy, within its token budget."""
+        budgets = [token_budget(d, self.max_new_tokens) for d in durations]
+        frames = [n_frames[i] for i in chosen]
+        if self.fast is not None:
+            decoded = transcribe_words(self.fast, states_BTD, language or None, budgets, frames)
+            return [[(w.word, w.start, w.end) for w in words] for _, words in decoded]
+        results = [
+            transcribe_encoded(
+                self.bundle,
+                states_BTD[[b]],
+                language=language or None,
+                max_new_tokens=budget,
+                word_timestamps=True,
+                n_frames=[n],
+            )[0]
+            for b, (budget, n) in enumerate(zip(budgets, frames))
+        ]
+        return [[(w.word, float(w.start), float(w.end)) for w in r.words] for r in results]
+
+
+def reference_words(
+    tokenizer,
+    refs: list[list[int]],
+    times: np.ndarray,
+    starts: list[float],
+    durations: list[float],
     language: str,
-    max_new_tokens: int,
-    advance: Callable[[int], None],
-) -> dict[int, tuple[ClipWords, ClipWords]]:
-    """(Whisper's words, words to store) of clips of one decode language, packed into shared windows: by
-    `align_packed` with `fast` (forced-aligned references when the clips are `alignable`), else one window
-    at a time by `transcribe_packed`."""
-    aligned = fast is not None and bool(rows) and alignable(clips[rows[0]])
-    refs = [reference_tokens(fast, clips[r].transcript) for r in rows] if fast and aligned else []
-    windows = transcription_windows(
-        [min(clips[r].duration, WINDOW_S) for r in rows],
-        tokens=[len(t) for t in refs] if aligned else None,
-        max_tokens=fast.max_tokens if fast else 0,
-    )
-    step = WINDOWS_PER_BATCH if fast else 1
-    done: dict[int, tuple[ClipWords, ClipWords]] = {}
-    for first in range(0, len(windows), step):
-        chunk = windows[first : first + step]
-        heard = [[audios[rows[i]][:WINDOW_SAMPLES] for i in window] for window in chunk]
-        if fast is None:
-            per_window = [
-                [(words, words) for words in transcribe_packed(bundle, audio, language, max_new_tokens)]
-                for audio in heard
-            ]
-        else:
-            chunk_refs = [[refs[i] for i in window] for window in chunk] if aligned else None
-            per_window = align_packed(fast, heard, language, max_new_tokens, chunk_refs)
-        for window, results in zip(chunk, per_window):
-            done.update({rows[i]: result for i, result in zip(window, results)})
-        advance(sum(len(window) for window in chunk))
-    return done
+) -> list[ClipWords]:
+    """Each clip's reference words from its window's forced alignment (`times`: seconds where each token of
+    the concatenated `refs` starts, then where the last ends), clip-relative, kept within the clip's share."""
+    spoken, at = [], 0
+    for tokens, start, (lo, hi) in zip(refs, starts, shares(starts, durations)):
+        clip_times = np.clip(times[at : at + len(tokens) + 1], lo, hi) - start
+        words = group_words(tokenizer, tokens, clip_times, language)
+        spoken.append([(w.word, w.start, w.end) for w in words])
+        at += len(tokens)
+    return spoken
 
 
 def describe_clips(
     bundle: WhisperBundle,
     corpus: Path,
     clips: list[Clip],
-    rows: list[int],
+    windows: Iterable[ClipWindow],
     cached: dict[str, ClipText],
-    hidden_rows: set[int],
-    on_hidden: HiddenHook,
     max_new_tokens: int,
+    *,
+    effect_windows: set[tuple[int, ...]] = frozenset(),  # type: ignore[assignment]
+    on_hidden: HiddenHook = lambda states, frames: None,
     advance: Callable[[int], None] = lambda n: None,
     aligner: Aligner = "ct2",
+    transcribe_all: bool = False,
 ) -> tuple[ClipTable, list[ClipText]]:
-    """Mels and transcripts of manifest `rows` (others get empty entries); encoder states go to `on_hidden`.
+    """Mels and transcripts of the clips of `windows` (others get empty entries); the final encoder states
+    of the windows in `effect_windows` go to `on_hidden`.
 
-    Clips needing a transcript are grouped by decode language (and, for `ct2`, by whether they are
-    `alignable`) and packed into shared windows; clips in `hidden_rows` are also encoded alone (their own
-    first 30 s, what Whisper hears) for `on_hidden`.
+    Windows are batched by decode language; a window whose clips all have current cached text is not
+    decoded again (nor encoded, unless `on_hidden` wants it).
     """
     n_clips = len(clips)
     mels: list[np.ndarray] = [np.zeros((0, 0), np.uint8)] * n_clips
     vmin, vmax = np.zeros(n_clips, np.float32), np.ones(n_clips, np.float32)
     text = [ClipText(c.id, decode_language(c), "", []) for c in clips]
-    groups: dict[tuple[str, bool, bool], list[int]] = {}
-    for row in rows:
-        clip = clips[row]
-        key = (decode_language(clip), clip.category == SPEECH, aligner == "ct2" and alignable(clip))
-        groups.setdefault(key, []).append(row)
-    fast = load_fast(bundle) if aligner == "ct2" and rows else None
-    for (language, speech, aligned), group in groups.items():
-        group.sort(key=lambda r: clips[r].duration)  # similar lengths share windows
-        audios = {r: decode_audio(corpus / clips[r].path) for r in group}
-        references = {r: clips[r].transcript if aligned else "" for r in group}
-        todo = [r for r in group if _stale(cached.get(clips[r].id), language, references[r])]
-        for r in group:
-            mels[r], vmin[r], vmax[r] = quantise_mel(clip_mel(bundle, audios[r]))
-            if r not in todo:
-                text[r] = cached[clips[r].id]
-        done = _transcribe_group(bundle, fast, clips, todo, audios, language, max_new_tokens, advance)
-        for r, (heard, spoken) in done.items():
-            # Non-speech keeps Whisper's hypothesis only: word times there would time invented words.
-            stored = [(w.strip(), start, end) for w, start, end in spoken] if speech else []
-            text[r] = ClipText(clips[r].id, language, "".join(w for w, _, _ in heard).strip(), stored)
-        wanted = [r for r in group if r in hidden_rows]
-        for r in wanted:
-            first = audios[r][:WINDOW_SAMPLES]
-            on_hidden([r], encode(bundle, features_for(bundle, [first])), [max(real_frames(len(first)), 1)])
-        advance(len(group) - len(todo))
+    transcriber = WindowTranscriber(bundle, aligner, max_new_tokens, transcribe_all)
+    pending: dict[str, list[_Pending]] = {}
+
+    def flush(language: str) -> None:
+        batch = [p for p in pending.pop(language, []) if p.stale or p.effects]
+        if not batch:
+            return
+        states_BTD = _states(bundle, batch)
+        wanted = [i for i, p in enumerate(batch) if p.effects]
+        if wanted:
+            on_hidden(states_BTD[wanted], [batch[i].n_frames for i in wanted])
+        stale = [i for i, p in enumerate(batch) if p.stale]
+        if not stale:
+            return
+        window_clips = [[clips[r] for r in batch[i].window.rows] for i in stale]
+        results = transcriber(states_BTD[stale], [batch[i] for i in stale], window_clips, language)
+        for i, per_clip in zip(stale, results):
+            for row, (heard, spoken) in zip(batch[i].window.rows, per_clip):
+                # Non-speech keeps Whisper's hypothesis only: word times there would time invented words.
+                stored = [(w.strip(), s, e) for w, s, e in spoken] if clips[row].category == SPEECH else []
+                text[row] = ClipText(clips[row].id, language, "".join(w for w, _, _ in heard).strip(), stored)
+            advance(len(batch[i].window.rows))
+
+    for window in windows:
+        audios = [decode_audio(corpus / clips[r].path) for r in window.rows]
+        language = decode_language(clips[window.rows[0]])
+        stale = False
+        for row, audio in zip(window.rows, audios):
+            mels[row], vmin[row], vmax[row] = quantise_mel(clip_mel(bundle, audio))
+            entry = cached.get(clips[row].id)
+            if _stale(entry, language, clips[row].transcript if alignable(clips[row]) else ""):
+                stale = True
+            else:
+                text[row] = entry  # type: ignore[assignment]
+        if not stale:
+            advance(len(window.rows))
+        pending.setdefault(language, []).append(_prepare(window, audios, stale, window.key in effect_windows))
+        if len(pending[language]) == WINDOWS_PER_BATCH:
+            flush(language)
+    for language in list(pending):
+        flush(language)
     mel_frames = np.array([m.shape[1] if m.size else 0 for m in mels], np.int32)
     table = ClipTable(
         n_frames=np.zeros(n_clips, np.int64),

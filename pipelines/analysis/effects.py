@@ -1,10 +1,11 @@
 """Each feature's linear effect on Whisper's language identification, for ranking steering candidates.
 
-For clip c with final encoder states h_t (real frames t) and SAE latents a_f,t, the first-order change in
-log p(L) (softmax over Whisper's 99 language tokens at the decoder's first step) when feature f's
-contribution a_f,t W_dec[f] is removed from every frame is minus
+For an encoder window c (a speaker's recording, or one clip) with final encoder states h_t (frames t up to
+the end of its last clip) and SAE latents a_f,t, the first-order change in log p(L) (softmax over Whisper's
+99 language tokens at the decoder's first step) when feature f's contribution a_f,t W_dec[f] is removed
+from every frame is minus
 
-    effect[f, L] = mean over clips c of  sum_t  a_f,t(c) * (W_dec[f] . d log p(L) / d h_t(c))
+    effect[f, L] = mean over windows c of  sum_t  a_f,t(c) * (W_dec[f] . d log p(L) / d h_t(c))
 
 (attribution patching, Syed et al. 2023; the atlas stores it per feature and language, and steering's `sae`
 method, `pipelines.steering`, picks the features with the largest effect). Positive: the feature pushes

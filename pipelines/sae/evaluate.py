@@ -1,12 +1,12 @@
 """Downstream check of an SAE: does Whisper still transcribe when the SAE's reconstruction replaces a layer?
 
-For each speech clip with a reference transcript, the encoder runs twice: unmodified, and with the frames at
-`layer` replaced by the SAE's reconstruction (real frames only; the 30 s window's padding is left alone), via
+For each speech clip (a reference transcript is optional), the encoder runs twice: unmodified, and with the
+frames at `layer` replaced by the SAE's reconstruction (real frames only; the window's padding untouched), via
 `pipelines.model.encoder.edit_layer` (at the last layer, the encoder's output, the splice is applied to the
 unmodified output instead: the same tensor, one pass fewer). Both are decoded greedily with the clip's true
-language forced, and scored by character error rate (CER). Language identification (no language forced) is
-compared too. This is the ASR analogue of the spliced-in language-model loss that SAE papers report (e.g.
-Gao et al. 2024, "Scaling and evaluating sparse autoencoders").
+language forced, and scored by character error rate (CER) where the clip has a reference. Language
+identification (no language forced) is compared too. This is the ASR analogue of the spliced-in language-
+model loss that SAE papers report (e.g. Gao et al. 2024, "Scaling and evaluating sparse autoencoders").
 
 Decoding runs on CTranslate2 by default (`decoder="ct2"`, `pipelines.model.align`): its Whisper takes final
 encoder states of shape (B, 1500, D) in place of a log-mel, the tensor its own encoder ends with (after the
@@ -59,16 +59,18 @@ def cer(reference: str, hypothesis: str) -> float:
 
 
 def eligible_clips(clips: list[Clip], languages: list[str], limit: int) -> list[Clip]:
-    """Speech clips with a transcript, a language Whisper knows, and at most one window of audio."""
-    ok = [
-        c
-        for c in clips
-        if c.category == SPEECH
-        and c.transcript.strip()
-        and c.language in languages
-        and c.duration <= MAX_SECONDS
-    ]
-    return ok[:limit]
+    """Speech clips in a language Whisper knows, at most one window long, taken round-robin over languages
+    (so every held-out language counts) up to `limit`. A reference transcript is not needed: divergence
+    compares the spliced transcript with the untouched one; CER against the reference skips clips without."""
+    by_language: dict[str, list[Clip]] = {}
+    for c in clips:
+        if c.category == SPEECH and c.language in languages and c.duration <= MAX_SECONDS:
+            by_language.setdefault(c.language, []).append(c)
+    queues = list(by_language.values())
+    chosen: list[Clip] = []
+    for depth in range(max((len(q) for q in queues), default=0)):
+        chosen += [q[depth] for q in queues if depth < len(q)]
+    return chosen[:limit]
 
 
 def splice(sae: SparseAutoencoder, mask_BT: torch.Tensor):
@@ -197,8 +199,8 @@ def spliced_eval(
                 {
                     "clip": clip.id,
                     "language": clip.language,
-                    "original_cer": cer(clip.transcript, texts[i]),
-                    "spliced_cer": cer(clip.transcript, texts[n + i]),
+                    "original_cer": cer(clip.transcript, texts[i]) if clip.transcript.strip() else None,
+                    "spliced_cer": cer(clip.transcript, texts[n + i]) if clip.transcript.strip() else None,
                     "original_text": texts[i],
                     "spliced_text": texts[n + i],
                     "original_lid": lid[i],
@@ -219,19 +221,29 @@ def summarise(per_clip: list[dict]) -> dict:
         }
 
     def column(key: str) -> list:
-        return [row[key] for row in per_clip]
+        return [row[key] for row in per_clip if row[key] is not None]
+
+    def mean(key: str) -> float | None:
+        values = column(key)
+        return statistics.fmean(values) if values else None
+
+    def median(key: str) -> float | None:
+        values = column(key)
+        return statistics.median(values) if values else None
 
     n = len(per_clip)
     return {
         "eval_clips": n,
-        "original_cer": statistics.fmean(column("original_cer")),
-        "spliced_cer": statistics.fmean(column("spliced_cer")),
-        "original_cer_median": statistics.median(column("original_cer")),
-        "spliced_cer_median": statistics.median(column("spliced_cer")),
+        "reference_clips": len(column("original_cer")),
+        "original_cer": mean("original_cer"),
+        "spliced_cer": mean("spliced_cer"),
+        "original_cer_median": median("original_cer"),
+        "spliced_cer_median": median("spliced_cer"),
         "lid_agreement": sum(r["original_lid"] == r["spliced_lid"] for r in per_clip) / n,
         "lid_accuracy_original": sum(r["original_lid"] == r["language"] for r in per_clip) / n,
         "lid_accuracy_spliced": sum(r["spliced_lid"] == r["language"] for r in per_clip) / n,
         "identical_text": sum(r["original_text"] == r["spliced_text"] for r in per_clip),
-        "cer_definition": "Levenshtein(ref, hyp) / len(ref) over lowercased NFKC text without punctuation",
+        "cer_definition": "Levenshtein(ref, hyp) / len(ref) over lowercased NFKC text without punctuation, "
+        "over the clips with a reference transcript",
         "per_clip": per_clip,
     }

@@ -1,8 +1,9 @@
 """The fast path against the reference path on the real bundled Whisper base and real corpus speech.
 
-The first clips with a reference transcript of each corpus language are packed into shared windows as
-`analyze` packs them, then timed twice: by `align_packed` (CTranslate2: forced alignment of the references,
-greedy decode for the hypothesis) and by `transcribe_packed` (transformers' generate with word timestamps).
+The first clips with a reference transcript of each corpus language are joined into speaker recordings as
+`extract` joins them, encoded once, then timed twice by `WindowTranscriber` as `analyze` times them:
+`ct2` (CTranslate2: forced alignment of the references, and with `transcribe_all` greedy decode for the
+hypothesis) and `transformers` (generate with word timestamps, the reference implementation).
 Where transformers' transcript equals the reference (normalised), both time the same words, so their
 boundaries must agree (median <= 0.1 s, issue 9); benchmarks/align_bench.py measures the same on more clips.
 """
@@ -14,17 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.analysis.clips import (
-    WINDOW_SAMPLES,
-    ClipWords,
-    align_packed,
-    transcribe_packed,
-    transcription_windows,
-)
+from pipelines.analysis.clips import ClipWindow, ClipWords, WindowTranscriber, _prepare
 from pipelines.audio import decode_audio
+from pipelines.constants import WINDOW_SAMPLES
 from pipelines.corpus.manifest import SPEECH, Clip, read_manifest
-from pipelines.model.align import boundary_differences, load_fast, reference_tokens
+from pipelines.model.align import boundary_differences
+from pipelines.model.encoder import encode, features_for
 from pipelines.model.loader import load_whisper
+from pipelines.recordings import join, plan_recordings
 from pipelines.sae.evaluate import normalise_text
 
 pytestmark = pytest.mark.integration
@@ -42,7 +40,8 @@ def text_of(words: ClipWords) -> str:
 def timed(corpus: Path) -> list[tuple[Clip, ClipWords, ClipWords, ClipWords]]:
     """(clip, transformers' words, CTranslate2's decoded words, forced-aligned reference words) per clip."""
     base = load_whisper("bundled:whisper-base", device="cpu")
-    fast = load_fast(base)
+    ours = WindowTranscriber(base, "ct2", MAX_NEW_TOKENS, transcribe_all=True)
+    theirs = WindowTranscriber(base, "transformers", MAX_NEW_TOKENS, transcribe_all=True)
     by_language: dict[str, list[Clip]] = {}
     for clip in read_manifest(corpus):
         if clip.category == SPEECH and clip.transcript and clip.duration <= MAX_SECONDS:
@@ -51,12 +50,18 @@ def timed(corpus: Path) -> list[tuple[Clip, ClipWords, ClipWords, ClipWords]]:
     for language, clips in by_language.items():
         clips = clips[:PER_LANGUAGE]
         audios = [decode_audio(corpus / c.path)[:WINDOW_SAMPLES] for c in clips]
-        for window in transcription_windows([c.duration for c in clips]):
+        for recording in plan_recordings(clips):
+            window = list(recording.rows)
             batch = [audios[i] for i in window]
-            refs = [reference_tokens(fast, clips[i].transcript) for i in window]
-            theirs = transcribe_packed(base, batch, language, MAX_NEW_TOKENS)
-            (ours,) = align_packed(fast, [batch], language, MAX_NEW_TOKENS, [refs])
-            rows += [(clips[i], t, heard, spoken) for i, t, (heard, spoken) in zip(window, theirs, ours)]
+            pending = _prepare(ClipWindow(window), batch, stale=True, effects=False)
+            states = encode(base, features_for(base, [join(batch)[0]]))
+            members = [[clips[i] for i in window]]
+            (reference,) = theirs(states, [pending], members, language)
+            (fast,) = ours(states, [pending], members, language)
+            rows += [
+                (clips[i], their, heard, spoken)
+                for i, (their, _), (heard, spoken) in zip(window, reference, fast)
+            ]
     return rows
 
 

@@ -10,14 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipelines.analysis.clips import (
-    GAP_S,
-    _stale,
-    align_packed,
-    describe_clips,
-    split_words,
-    transcription_windows,
-)
+from pipelines.analysis.clips import ClipWindow, WindowTranscriber, _prepare, _stale, describe_clips
 from pipelines.analysis.result import ClipText
 from pipelines.audio import SAMPLE_RATE, write_flac
 from pipelines.constants import FRAME_SECONDS
@@ -34,6 +27,7 @@ from pipelines.model.align import (
 )
 from pipelines.model.encoder import encode, features_for, real_frames
 from pipelines.model.transcribe import LANGUAGES, language_logits, transcribe_encoded
+from pipelines.recordings import join
 from tests.fixtures.tiny_whisper import tiny_whisper
 
 REFERENCE = "Hello world, how are   you today?"
@@ -99,32 +93,36 @@ def test_language_id_reads_encoder_outputs_as_transformers_does(fast) -> None:
     assert detect_languages(fast, encoder_BTD) == expected
 
 
-def test_packed_alignment_gives_each_clip_its_own_reference_words(fast) -> None:
+def test_window_alignment_gives_each_clip_its_own_reference_words(fast) -> None:
     audios = [noise(1.0), noise(2.0, seed=1), noise(1.5, seed=2)]
-    texts = ["One two.", "Three, four five", "six"]
-    refs = [reference_tokens(fast, t) for t in texts]
-    (per_clip,) = align_packed(fast, [audios], "en", 4, [refs])
-    assert [[w.strip() for w, _, _ in spoken] for _, spoken in per_clip] == [t.split() for t in texts]
-    for (_, spoken), audio in zip(per_clip, audios):
-        share = len(audio) / SAMPLE_RATE + GAP_S / 2
-        assert all(-GAP_S / 2 <= start <= end <= share for _, start, end in spoken)
-    (without,) = align_packed(fast, [audios], "en", 4)
-    assert all(heard == spoken for heard, spoken in without)  # no references: Whisper's words twice
-
-
-def test_fast_path_gives_words_to_the_clip_holding_their_middle() -> None:
-    starts = [0.0, 3.0]  # clips of 2 s and any length, GAP_S apart
-    words = [(" one", 0.1, 1.9), (" two", 1.9, 3.4)]  # " two" starts as the first clip's speech ends
-    assert [[w for w, _, _ in clip] for clip in split_words(words, starts, by_middle=True)] == [
-        [" one"],
-        [" two"],
+    clips = [
+        Clip(f"c{i}", "", len(a) / SAMPLE_RATE, "speech", "en", t)
+        for i, (a, t) in enumerate(zip(audios, ["One two.", "Three, four five", "six"]))
     ]
-    assert split_words(words, starts)[1] == []  # by start it would be the first clip's
+    pending = _prepare(ClipWindow([0, 1, 2]), audios, stale=True, effects=False)
+    states = encode(fast.bundle, features_for(fast.bundle, [join(audios)[0]]))
+    transcriber = WindowTranscriber(fast.bundle, "ct2", 4, transcribe_all=False)
+    (per_clip,) = transcriber(states, [pending], [clips], "en")
+    assert [[w.strip() for w, _, _ in spoken] for _, spoken in per_clip] == [
+        c.transcript.split() for c in clips
+    ]
+    assert all(heard == [] for heard, _ in per_clip)  # aligned, not decoded
+    for (_, spoken), audio in zip(per_clip, audios):
+        assert all(-0.25 - 0.02 <= s <= e <= len(audio) / SAMPLE_RATE + 0.25 + 0.02 for _, s, e in spoken)
+    (decoded,) = WindowTranscriber(fast.bundle, "ct2", 4, transcribe_all=True)(
+        states, [pending], [clips], "en"
+    )
+    assert any(heard for heard, _ in decoded)  # Whisper's own words beside the reference
+    assert [s for _, s in decoded] == [s for _, s in per_clip]
 
 
-def test_windows_hold_at_most_max_tokens() -> None:
-    assert transcription_windows([2.0] * 4, tokens=[5, 5, 5, 5], max_tokens=10) == [[0, 1], [2, 3]]
-    assert transcription_windows([2.0] * 4, tokens=[20, 1, 1, 1], max_tokens=10) == [[0], [1, 2, 3]]
+def test_a_window_without_every_reference_or_past_the_context_is_decoded(fast) -> None:
+    transcriber = WindowTranscriber(fast.bundle, "ct2", 4, transcribe_all=False)
+    with_refs = [Clip("a", "", 1.0, "speech", "en", "one"), Clip("b", "", 1.0, "speech", "en", "two")]
+    assert transcriber.references(with_refs) is not None
+    assert transcriber.references([with_refs[0], Clip("c", "", 1.0, "speech", "en", "")]) is None
+    long = Clip("d", "", 29.0, "speech", "en", " ".join(["word"] * 500))
+    assert transcriber.references([long]) is None
 
 
 def test_cached_words_that_are_not_the_reference_are_stale() -> None:
@@ -142,20 +140,20 @@ def test_boundary_differences_pair_words() -> None:
         boundary_differences(ours, ours[:1])
 
 
-def test_analysis_stores_reference_words_and_every_hypothesis(fast, tmp_path: Path) -> None:
+def test_analysis_stores_reference_words_and_decodes_the_rest(fast, tmp_path: Path) -> None:
     specs = [("speech", "en", "Good morning."), ("speech", "en", ""), ("noise", "", "")]
     clips = []
     for i, (category, language, transcript) in enumerate(specs):
         write_flac(tmp_path / f"c{i}.flac", noise(1.0 + i, seed=i))
         clips.append(Clip(f"c{i}", f"c{i}.flac", 1.0 + i, category, language, transcript))
-    _, text = describe_clips(
-        fast.bundle, tmp_path, clips, [0, 1, 2], {}, set(), lambda *a: None, max_new_tokens=4, aligner="ct2"
-    )
+    windows = [ClipWindow([0]), ClipWindow([1]), ClipWindow([2])]
+    _, text = describe_clips(fast.bundle, tmp_path, clips, windows, {}, 4, aligner="ct2")
     assert [w for w, _, _ in text[0].words] == ["Good", "morning."]
-    assert all(t.hypothesis for t in text)  # Whisper's own transcript, beside the reference words
+    assert text[0].hypothesis == ""  # forced-aligned, not decoded
+    assert text[1].hypothesis and text[2].hypothesis  # no reference: Whisper's own transcript
     assert text[1].hypothesis == "".join(f" {w}" for w, _, _ in text[1].words).strip()  # Whisper's words
     assert text[2].words == []  # non-speech: hypothesis only
-    _, whisper = describe_clips(
-        fast.bundle, tmp_path, clips, [0], {}, set(), lambda *a: None, 4, aligner="transformers"
-    )
+    _, every = describe_clips(fast.bundle, tmp_path, clips, windows[:1], {}, 4, transcribe_all=True)
+    assert every[0].hypothesis and every[0].words == text[0].words
+    _, whisper = describe_clips(fast.bundle, tmp_path, clips, windows[:1], {}, 4, aligner="transformers")
     assert whisper[0].hypothesis == "".join(f" {w}" for w, _, _ in whisper[0].words).strip()

@@ -292,3 +292,29 @@ def decoded_from(corpus: Path, i: int) -> np.ndarray:
     from pipelines.audio import decode_audio
 
     return decode_audio(corpus / "audio" / f"v{i}.flac")
+
+
+def test_decodable_activations_rebuild_each_whole_window(tiny, data_root) -> None:
+    """At the final layer every window frame is stored, so `iter_windows` gives the decoder's input."""
+    from pipelines.activations import iter_windows
+
+    corpus = speaker_corpus(data_root)
+    run = RunPaths.named("whole")
+    extract(corpus, run, tiny, None, 2, "recording", shard_frames=1500)
+    assert read_meta(run.activations).decodable
+    windows = list(iter_windows(run.activations, FRAMES_PER_WINDOW))
+    assert [w.rows for w in windows] == [[0, 1], [2, 6], [3], [4], [5], [7], [8, 9]]
+    audios = [decoded_from(corpus, i) for i in (2, 6)]
+    recording, offsets = join(audios)
+    joined = next(w for w in windows if w.rows == [2, 6])
+    assert joined.offsets == offsets and joined.first_frames == [0, 0]
+    assert joined.n_frames == offsets[1] + real_frames(len(audios[1]))
+    whole = encode(tiny, features_for(tiny, [recording]))[0].numpy()
+    np.testing.assert_allclose(joined.states_TD.astype(np.float32), whole, atol=2e-2, rtol=1e-2)
+
+
+def test_packed_and_inner_layer_activations_are_not_decodable(tiny, corpus) -> None:
+    extract(corpus, RunPaths.named("p"), tiny, None, 2, "packed")
+    assert not read_meta(RunPaths.named("p").activations).decodable
+    extract(corpus, RunPaths.named("inner"), tiny, 1, 2, "solo")
+    assert not read_meta(RunPaths.named("inner").activations).decodable

@@ -27,7 +27,7 @@ def test_levenshtein_and_cer() -> None:
     assert cer("ab", "") == 1.0 and cer("", "x") == 1.0
 
 
-def test_eligible_clips_are_speech_with_transcripts_in_known_languages() -> None:
+def test_eligible_clips_are_speech_in_known_languages_taken_round_robin() -> None:
     clips = [
         Clip(id="a", path="a.flac", duration=3, language="en", transcript="hi"),
         Clip(id="b", path="b.flac", duration=3, language="en", transcript=""),
@@ -36,8 +36,37 @@ def test_eligible_clips_are_speech_with_transcripts_in_known_languages() -> None
         Clip(id="e", path="e.flac", duration=45, language="en", transcript="hi"),
         Clip(id="f", path="f.flac", duration=3, language="es", transcript="hola"),
     ]
-    assert [c.id for c in eligible_clips(clips, ["en", "es"], 10)] == ["a", "f"]
-    assert [c.id for c in eligible_clips(clips, ["en", "es"], 1)] == ["a"]
+    # b has no reference: divergence needs none (its CER against a reference is left out)
+    assert [c.id for c in eligible_clips(clips, ["en", "es"], 10)] == ["a", "f", "b"]
+    assert [c.id for c in eligible_clips(clips, ["en", "es"], 2)] == ["a", "f"]  # every language first
+
+
+def test_cer_summaries_skip_clips_without_a_reference() -> None:
+    from pipelines.sae.evaluate import summarise
+
+    rows = [
+        {
+            "original_cer": 0.1,
+            "spliced_cer": 0.3,
+            "original_text": "a",
+            "spliced_text": "b",
+            "language": "en",
+            "original_lid": "en",
+            "spliced_lid": "en",
+        },
+        {
+            "original_cer": None,
+            "spliced_cer": None,
+            "original_text": "c",
+            "spliced_text": "c",
+            "language": "es",
+            "original_lid": "es",
+            "spliced_lid": "en",
+        },
+    ]
+    summary = summarise(rows)
+    assert summary["eval_clips"] == 2 and summary["reference_clips"] == 1
+    assert summary["spliced_cer"] == pytest.approx(0.3) and summary["lid_agreement"] == 0.5
 
 
 def test_splice_replaces_real_frames_only() -> None:
