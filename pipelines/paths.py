@@ -7,6 +7,7 @@ Layout (all git-ignored):
     data/corpora/<corpus>/              audio/*.flac + manifest.jsonl + NOTICE
     data/runs/<run>/activations/        float16 activation shards + frame index (extract)
     data/runs/<run>/sae/                SAELens-format checkpoint + metrics.json (train)
+    data/runs/<run>/sae-stability/      the same SAE trained with the next seed (train --stability)
     data/runs/<run>/analysis/           per-feature statistics as .npz/.json (analyze)
     data/runs/<run>/atlas.duckdb        the atlas the server reads (build)
     data/runs/<run>/stages.json         which stages ran, with the fingerprints of their inputs
@@ -60,6 +61,11 @@ class RunPaths:
     @property
     def sae(self) -> Path:
         return self.root / "sae"
+
+    @property
+    def stability_sae(self) -> Path:
+        """The seed-stability twin: an SAE trained with the next seed on the same split."""
+        return self.root / "sae-stability"
 
     @property
     def analysis(self) -> Path:

@@ -5,15 +5,20 @@ Steps (progress shown with rich):
    log-grid histogram, language/category masses, top-k clip peaks, quantile reservoirs, co-occurrence;
 2. the chosen examples' windows, re-encoded from only the clips that hold them (`scan.read_windows`);
 3. decoder-cosine neighbours and Jaccard co-active partners;
-4. per clip: uint8 log-mel and Whisper's word-aligned transcript, with the language effects accumulated
-   from the final encoder states of a few speech clips per language (`clips`, `effects`);
-5. automatic labels from the language/category totals and the words under the top examples (`labels`).
+4. per clip: uint8 log-mel and word-aligned text, window by window from the stored encoder states, with
+   the language effects accumulated from a few windows per language of the SAE's training clips only (so
+   steering's selection never saw the clips its tests score) (`clips`, `effects`);
+5. per-frame annotations (`pipelines.annotate`: language, speaker, VAD, word, phone, position, loudness,
+   pitch) and, on the SAE's held-out clips, each feature's best-detecting hypothesis as its label, typed,
+   beside a random-SAE and a shuffled-annotation control (`interpret`); each feature's activation over the
+   language versions of its top parallel sentences (`parallel`).
 Frames are counted per language and per category of their clip (`groups`).
 The result is saved under `data/runs/<run>/analysis/` for `build`.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -25,11 +30,12 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from pipelines.activations import ActivationsMeta, read_meta
-from pipelines.analysis.clips import describe_clips
+from pipelines.analysis.clips import describe_clips, run_windows, window_rows
 from pipelines.analysis.config import AnalysisConfig
 from pipelines.analysis.effects import LanguageEffectEstimate
 from pipelines.analysis.groups import corpus_groups
-from pipelines.analysis.labels import ExampleWords, auto_labels, top_example_words
+from pipelines.analysis.interpret import interpret
+from pipelines.analysis.parallel import parallel_traces
 from pipelines.analysis.result import (
     KIND_QUANTILE,
     KIND_TOP,
@@ -39,15 +45,21 @@ from pipelines.analysis.result import (
     ClipText,
     ExampleTable,
     FeatureTable,
+    Interpretation,
     load_clip_text,
 )
 from pipelines.analysis.scan import LatentEncoder, ScanResult, read_windows, scan_activations, window_bounds
 from pipelines.analysis.streaming import decoder_neighbours, quantile_examples, rank_in_group
+from pipelines.analysis.words import ExampleWords, top_example_words
+from pipelines.annotate.annotate import annotate_run
+from pipelines.annotate.frames import FrameAnnotations
 from pipelines.corpus.manifest import SPEECH, Clip, read_manifest
 from pipelines.errors import AtlasError, missing_stage
 from pipelines.model.loader import WhisperBundle
 from pipelines.model.transcribe import LANGUAGES
 from pipelines.paths import RunPaths
+from pipelines.sae.base import SparseAutoencoder
+from pipelines.sae.split import read_split
 
 
 class AnalysisInputError(AtlasError):
@@ -75,10 +87,22 @@ def analyze(
             coactive = scan.coactive.jaccard(scan.fire_count, cfg.n_neighbours)
         effects, notes = _language_effects(meta, bundle, sae, languages.names, cfg)
         with steps.timed("clips"):
-            clip_table, clip_text = _describe_clips(run, corpus, bundle, clips, scan, effects, cfg, steps)
+            clip_table, clip_text = _describe_clips(
+                run, meta, corpus, bundle, clips, scan, effects, cfg, steps
+            )
+        with steps.timed("annotate"):
+            advance = steps.bar("annotate frames", meta.n_frames)
+            annotations = annotate_run(run, corpus, [t.words for t in clip_text], advance)
+        with steps.timed("parallel"):
+            parallel = parallel_traces(run.activations, sae, clips)
+        with steps.timed("interpret"):
+            interpretation, interpret_notes = _interpret(run, sae, annotations, scan)
+            notes += interpret_notes
 
     words = _top_example_words(examples, clip_text, len(scan.fire_count))
-    labels, label_score = auto_labels(scan.fire_count, scan.categories, scan.languages, words)
+    n_features = len(scan.fire_count)
+    labels = interpretation.label if interpretation else [""] * n_features
+    label_score = interpretation.label_score if interpretation else np.zeros(n_features, np.float32)
     result = AnalysisResult(
         meta=_meta(meta, bundle, cfg, scan, effects, notes, steps.timings),
         features=_feature_table(scan, neighbours, coactive, effects, label_score),
@@ -87,6 +111,9 @@ def analyze(
         clip_text=clip_text,
         labels=labels,
         top_words=words.words,
+        interpretation=interpretation,
+        annotations=annotations,
+        parallel=parallel,
     )
     result.save(run.analysis)
     return result
@@ -181,14 +208,15 @@ def _language_effects(
             f"language effects skipped: the SAE reads layer {meta.layer}, not the final encoder output "
             f"(layer {bundle.n_layers}) that the language logits read"
         ]
-    if cfg.effect_clips_per_language == 0:
-        return None, ["language effects skipped: effect_clips_per_language is 0"]
+    if cfg.effect_windows_per_language == 0:
+        return None, ["language effects skipped: effect_windows_per_language is 0"]
     wanted = dict.fromkeys(languages + list(cfg.effect_languages))
     return LanguageEffectEstimate(bundle, sae, [lang for lang in wanted if lang in LANGUAGES]), []
 
 
 def _describe_clips(
     run: RunPaths,
+    meta: ActivationsMeta,
     corpus: Path,
     bundle: WhisperBundle,
     clips: list[Clip],
@@ -197,35 +225,74 @@ def _describe_clips(
     cfg: AnalysisConfig,
     steps: _Steps,
 ) -> tuple[ClipTable, list[ClipText]]:
-    """Mels and transcripts of the extracted clips; a few speech clips per language feed `effects`."""
-    rows = [int(r) for r in np.flatnonzero(scan.clip_frames)]
-    effect_rows = _effect_rows(clips, rows, cfg.effect_clips_per_language) if effects else set()
+    """Mels and transcripts of the extracted clips, window by window; a few windows per language feed
+    `effects`."""
+    split = read_split(run.sae)
+    training = set(split.train) if split else None
+    chosen = _effect_windows(clips, window_rows(meta), training, cfg.effect_windows_per_language)
     table, text = describe_clips(
         bundle,
         corpus,
         clips,
-        rows,
+        run_windows(run.activations, meta),
         load_clip_text(run.analysis, bundle.name),
-        effect_rows,
-        lambda _rows, hidden, frames: effects.add(hidden, frames) if effects else None,
         cfg.max_new_tokens,
-        advance=steps.bar("mels, transcripts, effects", len(rows)),
+        effect_windows=chosen if effects else set(),
+        on_hidden=lambda hidden, frames: effects.add(hidden, frames) if effects else None,
+        advance=steps.bar("mels, transcripts, effects", int((scan.clip_frames > 0).sum())),
         aligner=cfg.aligner,
+        transcribe_all=cfg.transcribe_all,
     )
     table.n_frames = scan.clip_frames
     return table, text
 
 
-def _effect_rows(clips: list[Clip], rows: list[int], per_language: int) -> set[int]:
-    """The first `per_language` extracted speech clips of each language Whisper knows, in manifest order."""
-    chosen: dict[str, list[int]] = {}
-    for r in rows:
-        clip = clips[r]
-        if clip.category == SPEECH and clip.language in LANGUAGES:
-            group = chosen.setdefault(clip.language, [])
-            if len(group) < per_language:
-                group.append(r)
-    return {r for group in chosen.values() for r in group}
+def _effect_windows(
+    clips: list[Clip], windows: list[list[int]], training: set[int] | None, per_language: int
+) -> set[tuple[int, ...]]:
+    """Up to `per_language` windows of each language Whisper knows, in extraction order, whose clips are all
+    speech of that language and all among the SAE's `training` clips (None: no split recorded, any)."""
+    chosen: dict[str, list[tuple[int, ...]]] = {}
+    for rows in windows:
+        first = clips[rows[0]]
+        if first.category != SPEECH or first.language not in LANGUAGES:
+            continue
+        if training is not None and not training.issuperset(rows):
+            continue
+        group = chosen.setdefault(first.language, [])
+        if len(group) < per_language and tuple(rows) not in group:
+            group.append(tuple(rows))
+    return {key for group in chosen.values() for key in group}
+
+
+def _interpret(
+    run: RunPaths, sae: LatentEncoder, annotations: FrameAnnotations, scan: ScanResult
+) -> tuple[Interpretation | None, list[str]]:
+    """The scored labels on the SAE's held-out clips (or None), and notes on what is missing."""
+    split = read_split(run.sae)
+    if split is None or not split.evaluation:
+        return None, ["labels skipped: the SAE's metrics.json records no held-out clips (train again)"]
+    if not isinstance(sae, SparseAutoencoder):
+        return None, ["labels skipped: the SAE is not one of the pipeline's architectures"]
+    twin, notes = _stability_twin(run, sae)
+    live_F = scan.fire_count > 0
+    return interpret(run.activations, sae, annotations, set(split.evaluation), live_F, other_seed=twin), notes
+
+
+def _stability_twin(run: RunPaths, sae: SparseAutoencoder) -> tuple[SparseAutoencoder | None, list[str]]:
+    """The SAE trained with the next seed on the same split and settings, if `train` made one for this SAE."""
+    from pipelines.sae.saelens import load_sae
+    from pipelines.sae.train import METRICS_NAME
+
+    if not (run.stability_sae / METRICS_NAME).exists():
+        return None, ["seed stability not measured: run `whisper-atlas train --stability`"]
+    mine = json.loads((run.sae / METRICS_NAME).read_text())
+    twin = json.loads((run.stability_sae / METRICS_NAME).read_text())
+    if any(mine.get(key) != twin.get(key) for key in ("split", "sae", "train_frames")):
+        return None, [
+            "seed stability not measured: the stability twin was trained for another SAE (train again)"
+        ]
+    return load_sae(run.stability_sae, device=sae.W_dec.device), []
 
 
 def _top_example_words(examples: ExampleTable, clip_text: list[ClipText], n_features: int) -> ExampleWords:

@@ -47,8 +47,9 @@ class AnalysisConfig:
     """Misra-Gries counters per feature for co-occurrence (exact when a feature has fewer partners)."""
     coactive_max_latents: PositiveInt = 32
     """Co-occurrence counts pairs among at most this many strongest latents of each frame."""
-    effect_clips_per_language: NonNegativeInt = 8
-    """Speech clips per corpus language used to estimate each feature's effect on the language logits."""
+    effect_windows_per_language: NonNegativeInt = 4
+    """Encoder windows (speaker recordings, ~20 s of speech each) of the SAE's training clips per corpus
+    language used to estimate each feature's effect on the language logits."""
     effect_languages: tuple[str, ...] = ("en", "es", "fr", "de")
     """Languages whose logit effects are stored, besides the corpus's own languages."""
     max_new_tokens: PositiveInt = 96
@@ -59,6 +60,9 @@ class AnalysisConfig:
     alignment ~18x and decoding ~2.4x faster than transformers' generate, benchmarks/align_bench.py);
     `transformers` times Whisper's own words with transformers' generate and word timestamps (the
     reference implementation the fast path is tested against)."""
+    transcribe_all: bool = False
+    """Also decode Whisper's own transcript of windows whose reference words are forced-aligned (off: those
+    clips show their reference only, and `analyze` decodes just the clips that have none)."""
     seed: int = 0
     """Seed of the reservoir priorities and of the quantile draws (the analysis is deterministic)."""
 

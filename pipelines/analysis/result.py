@@ -5,6 +5,12 @@
     examples.npz    ExampleTable: top and quantile examples with their per-frame windows
     clips.npz       ClipTable: per manifest row, real frames and the uint8 log-mel
     text.json       per clip: Whisper's hypothesis and word alignment; per feature: label and top words
+    interpretation.npz / interpretation.json
+                    Interpretation: each feature's scored label, type and runner-ups; the taxonomy and
+                    its controls
+    annotations.*   every frame's annotations (`pipelines.annotate.frames`)
+    parallel.npz    ParallelTable: each feature's traces over the versions of its top parallel-sentence
+                    groups and its cross-lingual score (`pipelines.analysis.parallel`)
 
 The folder is written beside the old one and swapped in, so `build` never reads half an analysis.
 """
@@ -19,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from pipelines.annotate.frames import ARRAYS_NAME, FrameAnnotations
 from pipelines.errors import missing_stage
 
 KIND_TOP, KIND_QUANTILE = 0, 1
@@ -45,6 +52,7 @@ class AnalysisMeta:
     effect_languages: list[str]
     """Columns of `FeatureTable.effects` (empty when effects were skipped)."""
     effect_clips: int
+    """Encoder windows (speaker recordings or single clips) the language effects average over."""
     config: dict[str, Any]
     notes: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
@@ -121,6 +129,104 @@ class ClipText:
 
 
 @dataclass
+class Interpretation:
+    """What each feature detects, scored on held-out frames (`pipelines.analysis.interpret`), F rows.
+
+    A hypothesis is one annotation value ("phone = /s/", "language = es"); its score is the balanced
+    accuracy of the hypothesis as a predictor of the feature being active (0.5 = chance, whatever the base
+    rate); the label is the best one, "unexplained" below `threshold`."""
+
+    label: list[str]
+    """The best hypothesis in words (also for unexplained features: the best guess)."""
+    label_type: list[str]
+    """language, speaker, phonetic, lexical, positional, acoustic, boundary, non-speech or unexplained;
+    '' for dead features."""
+    label_score: np.ndarray
+    """float32 (F,) balanced accuracy of the label on the held-out frames."""
+    label_precision: np.ndarray
+    """float32 (F,) share of the feature's active held-out frames where the label holds."""
+    label_recall: np.ndarray
+    """float32 (F,) share of the held-out frames with the label where the feature is active."""
+    language_vs_speaker: np.ndarray
+    """float32 (F,) best language score minus best speaker score (NaN unless the type is language)."""
+    runner_ups: list[list[dict]]
+    """Per feature, the next best hypotheses: {label, type, score, precision, recall}."""
+    stability: np.ndarray
+    """float32 (F,) best decoder cosine in an SAE trained with another seed (NaN when none was trained)."""
+    summary: dict[str, Any]
+    """threshold, held-out frames and clips, `counts` (type -> live features), `control_counts`
+    ({random_sae, shuffled} -> type -> features), `explained_share` ({sae, random_sae, shuffled}),
+    `stable_share` (share of live features with stability >= 0.7, or None)."""
+
+    ARRAYS = ("label_score", "label_precision", "label_recall", "language_vs_speaker", "stability")
+
+    def save(self, folder: Path) -> None:
+        np.savez(folder / "interpretation.npz", **{name: getattr(self, name) for name in self.ARRAYS})
+        text = {
+            "label": self.label,
+            "label_type": self.label_type,
+            "runner_ups": self.runner_ups,
+            "summary": self.summary,
+        }
+        (folder / "interpretation.json").write_text(json.dumps(text, ensure_ascii=False))
+
+    @classmethod
+    def load(cls, folder: Path) -> "Interpretation | None":
+        if not (folder / "interpretation.json").exists():
+            return None
+        text = json.loads((folder / "interpretation.json").read_text())
+        with np.load(folder / "interpretation.npz") as npz:
+            arrays = {name: npz[name] for name in cls.ARRAYS}
+        return cls(
+            text["label"],
+            text["label_type"],
+            runner_ups=text["runner_ups"],
+            summary=text["summary"],
+            **arrays,
+        )
+
+
+@dataclass
+class ParallelTable:
+    """Each feature on the same sentence in other languages (`pipelines.analysis.parallel.parallel_traces`).
+
+    R rows, one per (feature, group rank, clip of the group), sorted by feature, rank, then the group's
+    clips (by language, then manifest row); `trace` holds the rows' traces back to back (`trace_len` each)."""
+
+    groups: np.ndarray
+    """str (G,) keys of the manifest's parallel groups that rows name."""
+    feature: np.ndarray
+    """int32 (R,)."""
+    rank: np.ndarray
+    """int16 (R,) 0 = the group where the feature fires hardest."""
+    group: np.ndarray
+    """int32 (R,) index into `groups`."""
+    clip: np.ndarray
+    """int32 (R,) manifest row."""
+    frames_per_point: np.ndarray
+    """int16 (R,) encoder frames each trace point is the max over."""
+    trace: np.ndarray
+    """float16 activations: point i of a row = max over the clip's frames [i, i + 1) * frames_per_point."""
+    trace_len: np.ndarray
+    """int32 (R,)."""
+    cross_lingual: np.ndarray
+    """float32 (F,) in [0, 1]: 1 = fires equally on every language version, 0 = on one only; NaN when it
+    fires in no parallel group."""
+
+    FILE = "parallel.npz"
+
+    def save(self, folder: Path) -> None:
+        np.savez(folder / self.FILE, **{f.name: getattr(self, f.name) for f in fields(self)})
+
+    @classmethod
+    def load(cls, folder: Path) -> "ParallelTable | None":
+        if not (folder / cls.FILE).exists():
+            return None
+        with np.load(folder / cls.FILE) as npz:
+            return cls(**{f.name: npz[f.name] for f in fields(cls)})
+
+
+@dataclass
 class AnalysisResult:
     meta: AnalysisMeta
     features: FeatureTable
@@ -129,6 +235,11 @@ class AnalysisResult:
     clip_text: list[ClipText]
     labels: list[str]
     top_words: list[list[str]]
+    interpretation: Interpretation | None = None
+    annotations: FrameAnnotations | None = None
+    """Every frame's annotations (`pipelines.annotate.frames` owns their files in this folder)."""
+    parallel: ParallelTable | None = None
+    """Traces over parallel-sentence groups and cross-lingual scores (`pipelines.analysis.parallel`)."""
 
     def save(self, folder: Path) -> None:
         """Write the analysis into a fresh folder beside `folder`, then swap it in."""
@@ -145,6 +256,12 @@ class AnalysisResult:
             "top_words": self.top_words,
         }
         (tmp / "text.json").write_text(json.dumps(text, ensure_ascii=False))
+        if self.interpretation is not None:
+            self.interpretation.save(tmp)
+        if self.annotations is not None:
+            self.annotations.save(tmp)
+        if self.parallel is not None:
+            self.parallel.save(tmp)
         old = folder.with_name(folder.name + ".old")
         shutil.rmtree(old, ignore_errors=True)
         if folder.exists():
@@ -173,6 +290,9 @@ class AnalysisResult:
             ],
             labels=text["labels"],
             top_words=text["top_words"],
+            interpretation=Interpretation.load(folder),
+            annotations=FrameAnnotations.load(folder) if (folder / ARRAYS_NAME).exists() else None,
+            parallel=ParallelTable.load(folder),
         )
 
 

@@ -1,6 +1,7 @@
 """`whisper-atlas train`: train the run's SAE on its activation shards, then check it with Whisper spliced.
 
-Writes data/runs/<run>/sae/ (SAELens cfg.json + sae_weights.safetensors, checkpoint.pt, metrics.json).
+Writes data/runs/<run>/sae/ (SAELens cfg.json + sae_weights.safetensors, checkpoint.pt, metrics.json), and
+by default its seed-stability twin (the next seed, the same split) in data/runs/<run>/sae-stability/.
 """
 
 from __future__ import annotations
@@ -37,6 +38,13 @@ def register(app: typer.Typer) -> None:
         eval_clips: Annotated[
             int, typer.Option(help="Speech clips per held-out set for the spliced check (0 skips it).")
         ] = 40,
+        stability: Annotated[
+            bool,
+            typer.Option(
+                help="Also train the seed-stability twin (seed + 1, same split) into sae-stability/; "
+                "analyze reports each feature's best decoder cosine in it."
+            ),
+        ] = True,
         device: Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:N (default: auto).")] = None,
     ) -> None:
         """Train the SAE (SAELens folder + metrics.json in data/runs/<run>/sae/)."""
@@ -70,23 +78,48 @@ def register(app: typer.Typer) -> None:
             TimeElapsedColumn(),
             TimeRemainingColumn(),
         ) as bar:
-            task = bar.add_task("train", total=None, epoch="")
 
-            def progress(done: int, total: int, info: dict) -> None:
-                bar.update(task, completed=done, total=total, epoch=f"epoch {info['epoch']}/{epochs}")
+            def trained(config: TrainConfig, folder: Path, name: str) -> dict:
+                task = bar.add_task("train", total=None, epoch="")
 
-            metrics = train_sae(
-                paths,
-                sae_cfg,
-                cfg,
-                resume=resume,
-                device=device,
-                progress=progress,
-                metadata={"hook_name": hook} if hook else None,
-            )
+                def progress(done: int, total: int, info: dict) -> None:
+                    bar.update(
+                        task, completed=done, total=total, epoch=f"{name}epoch {info['epoch']}/{epochs}"
+                    )
+
+                return train_sae(
+                    paths,
+                    sae_cfg,
+                    config,
+                    resume=resume,
+                    device=device,
+                    progress=progress,
+                    metadata={"hook_name": hook} if hook else None,
+                    folder=folder,
+                )
+
+            metrics = trained(cfg, paths.sae, "")
+            if stability:
+                twin = TrainConfig(**{**cfg.to_dict(), "seed": seed + 1, "split_seed": seed})
+                trained(twin, paths.stability_sae, "stability twin, ")
         if bundle is not None:
             metrics = _spliced(paths, meta, bundle, eval_clips)
         _report(metrics)
+        if stability:
+            _report_stability(paths)
+
+
+def _report_stability(paths) -> None:
+    import numpy as np
+
+    from pipelines.analysis.interpret import STABLE_COSINE, decoder_stability
+    from pipelines.sae.saelens import load_sae
+
+    best = decoder_stability(load_sae(paths.sae).W_dec, load_sae(paths.stability_sae).W_dec)
+    typer.echo(
+        f"  seed stability: {(best >= STABLE_COSINE).mean():.1%} of features have a decoder cosine >= "
+        f"{STABLE_COSINE} in the twin trained with the next seed (median {float(np.median(best)):.3f})"
+    )
 
 
 def _load_model(spec: str, device: str | None):

@@ -24,7 +24,7 @@ from typing import Iterable
 import numpy as np
 from safetensors.numpy import load_file
 
-from pipelines.analysis.labels import normalise_word
+from pipelines.analysis.words import normalise_word
 from pipelines.atlas.reader import AtlasReader
 from pipelines.atlas.schema import FRAME_SECONDS
 from pipelines.errors import MissingStageError, missing_stage

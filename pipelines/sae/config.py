@@ -68,6 +68,9 @@ class TrainConfig:
     Short runs like these want more than sparsify's 2e-4 x sqrt(2^14 / d_sae), meant for ~100x more steps."""
     seed: int = 0
     """Seeds initialisation, the held-out split and the shuffles: equal seeds give equal SAEs."""
+    split_seed: int | None = None
+    """Seeds the held-out split instead of `seed`, so an SAE with another `seed` (the seed-stability twin)
+    trains on the same clips."""
     warmup_steps: NonNegativeInt = 100
     """Linear learning-rate warm-up from 0 over this many steps (capped at a tenth of the run)."""
     decay_fraction: Annotated[float, Field(ge=0, le=1)] = 0.2

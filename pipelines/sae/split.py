@@ -23,8 +23,10 @@ figure can say so.
 
 from __future__ import annotations
 
+import json
 import random
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 from pipelines.corpus.manifest import Clip
 
@@ -125,3 +127,12 @@ def _held_out_groups(
 
         held |= set(sorted(keys, key=lambda k: (not has_new_voice(k), draw[k]))[:n])
     return held
+
+
+def read_split(sae_folder: Path) -> Split | None:
+    """The split the SAE was trained with (metrics.json `split`); None when none is recorded."""
+    path = sae_folder / "metrics.json"
+    if not path.exists():
+        return None
+    split = json.loads(path.read_text()).get("split")
+    return Split(**split) if split else None

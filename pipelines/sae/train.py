@@ -286,12 +286,15 @@ def train_sae(
     progress: ProgressFn | None = None,
     stop_after_epoch: int | None = None,
     metadata: dict | None = None,
+    folder: Path | None = None,
 ) -> dict:
-    """Train (or resume) the run's SAE; write sae/cfg.json, sae/sae_weights.safetensors and metrics.json.
+    """Train (or resume) the run's SAE; write sae/cfg.json, sae/sae_weights.safetensors and metrics.json
+    (into `folder` instead of the run's `sae/` when given: the seed-stability twin).
 
     Returns the metrics. `stop_after_epoch` ends the call early after checkpointing that epoch (as an
     interruption would); `metadata` is merged into cfg.json's metadata (model_name, hook_name, ...).
     """
+    folder = folder or run.sae
     meta = read_meta(run.activations)
     if meta is None:
         raise missing_stage("activations", run.activations, "extract")
@@ -302,11 +305,12 @@ def train_sae(
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     try:
-        data = load_training_data(run.activations, cfg.heldout_fraction, cfg.seed)
+        split_seed = cfg.seed if cfg.split_seed is None else cfg.split_seed
+        data = load_training_data(run.activations, cfg.heldout_fraction, split_seed)
         trainer = SAETrainer(sae_cfg, cfg, data, device)
         fingerprint = run_fingerprint(sae_cfg, cfg, meta.fingerprint, meta.n_frames)
-        run.sae.mkdir(parents=True, exist_ok=True)
-        checkpoint_path = run.sae / CHECKPOINT_NAME
+        folder.mkdir(parents=True, exist_ok=True)
+        checkpoint_path = folder / CHECKPOINT_NAME
         if resume and checkpoint_path.exists():
             state = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
             if state.get("fingerprint") == fingerprint:
@@ -320,7 +324,7 @@ def train_sae(
                 and trainer.epoch < cfg.epochs
             ):
                 return {"stopped_after_epoch": trainer.epoch}
-        return finalise(run, trainer, data, meta, metadata or {})
+        return finalise(folder, trainer, data, meta, metadata or {})
     finally:
         torch.set_num_threads(old_threads)
 
@@ -342,9 +346,9 @@ def held_out_fidelity(sae: SparseAutoencoder, data: TrainingData) -> dict[str, d
 
 
 def finalise(
-    run: RunPaths, trainer: SAETrainer, data: TrainingData, meta: ActivationsMeta, metadata: dict
+    folder: Path, trainer: SAETrainer, data: TrainingData, meta: ActivationsMeta, metadata: dict
 ) -> dict:
-    """Fold the scale, measure on raw frames, save the SAELens folder and metrics.json."""
+    """Fold the scale, measure on raw frames, save the SAELens folder (with metrics.json) as `folder`."""
     model, layer = meta.model, meta.layer
     sae = trainer.folded_sae()
     train_stats = reconstruction_stats(sae, data.acts_ND, data.train_rows)
@@ -381,7 +385,7 @@ def finalise(
     }
     save_sae(  # metrics.json goes in with the weights: one folder, swapped in at once
         sae,
-        run.sae,
+        folder,
         {"model_name": model, "hook_name": f"encoder.hidden_states.{layer}", "layer": layer, **metadata},
         {METRICS_NAME: json.dumps(metrics, indent=1)},
     )

@@ -39,7 +39,7 @@ CFG = AnalysisConfig(
     quantile_per_bin=1,
     window_frames=11,
     chunk_frames=120,
-    effect_clips_per_language=2,
+    effect_windows_per_language=2,
     effect_languages=("en", "fr"),
     max_new_tokens=4,
 )
@@ -85,7 +85,8 @@ def setup(tmp_path_factory: pytest.TempPathFactory):
             append_shard(run.activations, meta, np.concatenate(acts), np.concatenate(index))
         sae = tiny_sae(bundle.d_model, 40, k=4, seed=2)
         save_sae(sae, run.sae, {"model_name": bundle.name, "hook_name": "encoder.layer_norm"})
-        (run.sae / "metrics.json").write_text(json.dumps({"fvu": 0.1, "l0": 4.0}))
+        split = {"train": [0, 1, 3, 4, 6], "speaker": [], "group": [2, 5, 7], "unused": []}
+        (run.sae / "metrics.json").write_text(json.dumps({"fvu": 0.1, "l0": 4.0, "split": split}))
         sae = load_sae(run.sae)
         result = analyze(run, corpus, bundle, sae, CFG)
         yield {
@@ -121,8 +122,10 @@ def test_analysis_covers_every_frame_and_feature(setup):
         clips = ex.clip[top & (ex.feature == f)]
         assert len(clips) == len(set(clips)) <= CFG.top_k
     assert len(result.labels) == result.meta.n_features
-    live = result.features.fire_count > 0
-    assert all(result.labels[f] for f in np.flatnonzero(live))
+    held_out = np.isin(index[:, 0], [2, 5, 7])  # the split's evaluation clips: labels are scored there
+    assert all(result.labels[f] for f in np.flatnonzero((latents[held_out] > 0).any(0)))
+    assert result.interpretation is not None and result.annotations is not None
+    assert result.interpretation.summary["heldout_clips"] == 3
     assert np.all((result.features.label_score >= 0) & (result.features.label_score <= 1))
     n_mels = int(result.clips.n_mels)
     assert result.clips.mel.size == n_mels * result.clips.mel_frames.sum()
@@ -137,7 +140,7 @@ def test_language_effects_equal_the_dense_formula(setup):
     result, bundle, sae, clips = setup["result"], setup["bundle"], setup["sae"], setup["clips"]
     assert result.meta.effect_languages == ["en", "es", "fr"]
     assert result.meta.effect_clips == 4  # two per corpus language
-    chosen = [0, 1, 3, 4]  # the first two en and es clips
+    chosen = [0, 1, 3, 4]  # the first two en and es clips of the SAE's training clips
     total = np.zeros((sae.d_sae, 3))
     for row in chosen:
         audio = decode_audio(setup["corpus"] / clips[row].path)

@@ -1,4 +1,4 @@
-"""Selectivity maths and automatic labels on constructed data."""
+"""Selectivity maths and the words under top examples on constructed data."""
 
 from __future__ import annotations
 
@@ -7,15 +7,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipelines.analysis.groups import GroupTotals
-from pipelines.analysis.labels import (
-    ExampleWords,
-    auto_labels,
-    normalise_word,
-    rate_shares,
-    top_example_words,
-    word_at,
-)
 from pipelines.analysis.result import (
     AnalysisMeta,
     AnalysisResult,
@@ -23,6 +14,11 @@ from pipelines.analysis.result import (
     ClipText,
     ExampleTable,
     FeatureTable,
+)
+from pipelines.analysis.words import (
+    normalise_word,
+    top_example_words,
+    word_at,
 )
 from pipelines.atlas.build import atlas_tables
 from pipelines.corpus.manifest import CATEGORIES, Clip
@@ -123,38 +119,6 @@ def test_selectivity_is_act_share_over_frame_share():
     mels = tables["clip_mels"].to_pylist()
     assert [len(m["mel"]) for m in mels] == [160, 80]
     assert tables["examples"].column("acts").to_pylist() == [[1, 3, 0], [4, 2]]
-
-
-def test_rate_shares_correct_for_group_size_and_ignore_thin_groups():
-    shares = rate_shares(np.array([[30.0, 30.0]]), np.array([[25, 25]]), np.array([600, 200]))
-    np.testing.assert_allclose(shares, [[0.25, 0.75]])
-    # 3 firing frames in a 10-frame group: a high rate, but too few frames (< min(20, 10% of 200)) to count
-    shares = rate_shares(np.array([[300.0, 6.0]]), np.array([[197, 3]]), np.array([1000, 10]))
-    np.testing.assert_allclose(shares, [[1.0, 0.0]])
-
-
-def test_auto_labels_follow_the_rules():
-    cats = list(CATEGORIES)
-    cat_frames = np.array([800, 200, 100, 100, 100, 100, 100])
-    cat_mass = np.zeros((5, len(cats)))
-    cat_mass[0, 0] = 80  # pure speech, Spanish-leaning, word 'hola'
-    cat_mass[1, 1] = 20  # music
-    cat_mass[2, 0], cat_mass[2, 1] = 8, 2  # rate-normalised: speech 0.01 vs music 0.01 -> tie goes to speech
-    cat_mass[3, 4], cat_mass[3, 5] = 1, 1  # noise / tones tie, below 0.5 each
-    lang_mass = np.array([[10.0, 70.0], [0, 0], [4.0, 4.0], [0, 0], [0, 0]])
-    labels, scores = auto_labels(
-        np.array([10, 10, 10, 10, 0]),
-        GroupTotals(cats, frames_K=cat_frames, mass_FK=cat_mass, fires_FK=(cat_mass > 0) * 25),
-        GroupTotals(LANGS, frames_K=np.array([400, 400]), mass_FK=lang_mass, fires_FK=(lang_mass > 0) * 25),
-        ExampleWords([["hola", "que"], [], [], [], []], np.array([0.6, 0, 0, 0, 0])),
-    )
-    assert labels[0] == "es speech · 'hola'"
-    assert scores[0] == pytest.approx(0.6)  # the weakest claim: the word
-    assert labels[1] == "music" and scores[1] == pytest.approx(1.0)
-    assert labels[2] == "speech"
-    assert scores[2] == pytest.approx(0.5 * 0.5)  # broad label: support 0.5 halved
-    assert labels[3] == "noise / tones" and scores[3] == pytest.approx(0.5)
-    assert labels[4] == "" and scores[4] == 0
 
 
 def test_words_under_peaks():

@@ -10,7 +10,7 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.analysis.labels import word_at
+from pipelines.analysis.words import word_at
 from pipelines.atlas.schema import metadata
 from pipelines.errors import MissingStageError
 from pipelines.export.neuronpedia import export_neuronpedia, frame_labels
