@@ -12,6 +12,7 @@ from backend.services.atlas import AtlasService
 from backend.services.provider import AtlasProvider
 from backend.settings import Settings
 from pipelines.atlas.reader import FeatureFilter, SortKey
+from pipelines.atlas.schema import LabelType
 
 
 async def get_settings(request: Request) -> Settings:
@@ -59,6 +60,9 @@ async def feature_filters(
     ] = "",
     language: Annotated[str, Query(max_length=32, description="top language (e.g. `en`)")] = "",
     category: Annotated[str, Query(max_length=32, description="top category (e.g. `speech`, `music`)")] = "",
+    label_type: Annotated[
+        Literal["", LabelType], Query(alias="type", description="feature type of the label, '' for any")
+    ] = "",
     min_density: Annotated[Fraction | Blank, _blank_to(0.0), Query(description="fraction of frames")] = 0.0,
     max_density: Annotated[Fraction | Blank, _blank_to(1.0), Query(description="fraction of frames")] = 1.0,
     min_score: Annotated[Fraction | Blank, _blank_to(0.0), Query(description="label score")] = 0.0,
@@ -74,6 +78,7 @@ async def feature_filters(
         q=q,
         language=language,
         category=category,
+        label_type=label_type,
         min_density=float(min_density),  # `_blank_to` has already replaced ''
         max_density=float(max_density),  # `_blank_to` has already replaced ''
         min_score=float(min_score),  # `_blank_to` has already replaced ''

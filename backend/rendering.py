@@ -63,6 +63,10 @@ def make_templates() -> Jinja2Templates:
         example_view=views.example_view,
         bar_chart=views.bar_chart,
         share_scale=views.share_scale,
+        tier=views.tier,
+        clip_span=views.clip_span,
+        by_type=views.by_type,
+        parallel_view=views.parallel_view,
         CHART=views.CHART,
     )
     env.filters.update(num=num, pct=pct, merge_query=merge_query)

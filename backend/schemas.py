@@ -10,6 +10,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from pipelines.atlas.schema import LabelType
+
 
 class ErrorDetail(BaseModel):
     """Every 4xx/503 answer: one line that says what is wrong and what to do."""
@@ -23,14 +25,52 @@ class Word(BaseModel):
     end: float
 
 
+class Phone(BaseModel):
+    """An approximate phone interval: a run of 20 ms frames with the same phone annotation."""
+
+    phone: str
+    start: float
+    end: float
+
+
+class RunnerUp(BaseModel):
+    """A hypothesis that explains the feature almost as well as its label."""
+
+    label: str
+    type: LabelType
+    score: float = Field(description="balanced accuracy on held-out frames (0.5 = chance)")
+    precision: float
+    recall: float
+
+
 class FeatureSummary(BaseModel):
     """One row of the feature list."""
 
     id: int
     density: float = Field(description="fraction of real frames where the feature fires")
     max_act: float
-    label: str
-    label_score: float
+    label: str = Field(description="the best hypothesis in words, e.g. `phone = /s/` ('' when none)")
+    label_score: float = Field(
+        description="balanced accuracy of the label as a predictor of the feature firing, on held-out "
+        "clips (0.5 = chance); from an atlas without scored labels, a 0..1 confidence"
+    )
+    label_type: Literal["", LabelType] = Field(
+        description="the label's feature type; '' for a dead feature or an atlas without scored labels"
+    )
+    label_precision: float | None = Field(
+        description="share of the feature's active held-out frames where the label holds"
+    )
+    label_recall: float | None = Field(
+        description="share of the held-out frames with the label where the feature fires"
+    )
+    language_vs_speaker: float | None = Field(
+        description="language features: best language minus best speaker score (> 0: language explains "
+        "the feature better than any one voice)"
+    )
+    stability: float | None = Field(
+        description="best decoder cosine in an SAE trained with another seed (>= 0.7: stable)"
+    )
+    runner_ups: list[RunnerUp] = Field(description="the next best hypotheses, best first")
     top_language: str
     top_language_selectivity: float
     top_category: str
@@ -100,6 +140,31 @@ class Histogram(BaseModel):
     counts: list[int]
 
 
+class ParallelVersion(BaseModel):
+    """One language version of a parallel sentence: the feature's activation over the whole clip."""
+
+    clip_id: int
+    clip_key: str
+    language: str
+    duration: float = Field(description="clip length (s)")
+    peak: float = Field(description="the feature's max activation on the clip")
+    seconds_per_point: float = Field(description="time each trace point covers (the max over its frames)")
+    trace: list[float] = Field(description="activation over the clip, at most 150 points")
+
+
+class ParallelGroup(BaseModel):
+    """A parallel-sentence group (the same sentence in several languages) where the feature fires."""
+
+    group: str = Field(description="the manifest's parallel group key")
+    rank: int = Field(description="0 = the group where the feature fires hardest")
+    peak: float = Field(description="max activation over the group's clips")
+    similarity: float | None = Field(
+        description="how evenly it fires across the group's languages: (sum of per-language peaks / max "
+        "peak - 1) / (languages - 1); 1 = equally in every version, 0 = in one only"
+    )
+    versions: list[ParallelVersion] = Field(description="every clip of the group, by language")
+
+
 class FeatureDetail(FeatureSummary):
     """Everything the atlas knows about one feature."""
 
@@ -117,6 +182,15 @@ class FeatureDetail(FeatureSummary):
     quantile_examples: list[Example]
     prev_id: int | None = Field(description="previous live feature")
     next_id: int | None = Field(description="next live feature")
+    cross_lingual: float | None = Field(
+        default=None,
+        description="0..1 mean over the parallel groups where it fires of their `similarity`: 1 = fires "
+        "equally on the same sentence in every language, 0 = in one language only (null: not measured or "
+        "fires in no parallel group)",
+    )
+    parallel: list[ParallelGroup] = Field(
+        default_factory=list, description="its strongest parallel-sentence groups, strongest first"
+    )
 
 
 class ClipFeature(BaseModel):
@@ -124,6 +198,7 @@ class ClipFeature(BaseModel):
 
     feature_id: int
     label: str
+    label_type: Literal["", LabelType] = Field(default="", description="the feature's type ('' untyped)")
     kind: Literal["top", "quantile"]
     start: float
     end: float
@@ -148,6 +223,10 @@ class ClipDetail(BaseModel):
     duration: float
     n_frames: int
     words: list[Word]
+    phones: list[Phone] = Field(
+        default_factory=list,
+        description="approximate phone intervals (the frames' phone annotations; empty when not annotated)",
+    )
     features: list[ClipFeature] = Field(description="strongest first, one entry per feature")
 
 
@@ -177,6 +256,28 @@ class AtlasOverview(BaseModel):
     languages: list[Count]
     categories: list[Count]
     density_histogram: list[DensityBin]
+
+
+class Taxonomy(BaseModel):
+    """How many features of each type the SAE has, beside two controls: a random SAE of the same width and k,
+    and the annotations shuffled across clips (what chance alignment explains)."""
+
+    counts: dict[str, int] = Field(description="live features per type, every type (unexplained too)")
+    control_counts: dict[str, dict[str, int]] = Field(
+        description="`random_sae` and `shuffled`: live features per type, every type"
+    )
+    explained_share: dict[str, float] = Field(
+        description="`sae`, `random_sae`, `shuffled`: share of live features some hypothesis explains"
+    )
+    threshold: float = Field(description="lowest label score of an explained feature")
+    heldout_frames: int = Field(description="frames the labels are scored on (clips the SAE never saw)")
+    heldout_clips: int
+    stable_share: float | None = Field(
+        description="share of live features with stability >= 0.7 (null without another-seed SAE)"
+    )
+    best: dict[str, list[FeatureSummary]] = Field(
+        description="per explained type, its best-scored features, best first"
+    )
 
 
 class Health(BaseModel):

@@ -11,8 +11,18 @@ from typing import Callable
 
 from markupsafe import Markup, escape
 
-from backend.schemas import Example, Share, Word
+from backend.schemas import (
+    ClipDetail,
+    ClipFeature,
+    Example,
+    ParallelGroup,
+    ParallelVersion,
+    Phone,
+    Share,
+    Word,
+)
 from backend.services.spectrogram import overlay_points
+from pipelines.atlas.schema import FRAME_SECONDS, LABEL_TYPES
 
 
 @dataclass(frozen=True)
@@ -131,3 +141,75 @@ def _geometric(edges: list[float]) -> bool:
 def share_scale(rows: list[Share]) -> float:
     """The value drawn full-width in a shares table: the largest activation or corpus share (never 0)."""
     return max(max(max(r.act_share, r.frame_share) for r in rows), 1e-12)
+
+
+@dataclass(frozen=True)
+class Interval:
+    """One interval of a clip-page tier, placed on the spectrogram's time axis."""
+
+    label: str
+    start: float
+    end: float
+    left: str
+    """Percent of the axis, formatted."""
+    width: str
+
+
+def tier(intervals: list[Word] | list[Phone], span: float) -> list[Interval]:
+    """Words or phones as intervals over a time axis of `span` seconds (the spectrogram's width)."""
+    span = max(span, 1e-3)
+    out = []
+    for item in intervals:
+        label = item.word if isinstance(item, Word) else item.phone
+        a = min(max(item.start / span, 0.0), 1.0)
+        b = min(max(item.end / span, a), 1.0)
+        out.append(Interval(label, item.start, item.end, f"{a * 100:.2f}", f"{max(b - a, 0.004) * 100:.2f}"))
+    return out
+
+
+def clip_span(clip: ClipDetail) -> float:
+    """Seconds the clip's spectrogram and timeline span: its encoder frames (20 ms each), else its length."""
+    return clip.n_frames * FRAME_SECONDS if clip.n_frames > 0 else clip.duration
+
+
+def by_type(features: list[ClipFeature]) -> list[tuple[str, list[ClipFeature]]]:
+    """A clip's timeline rows grouped by feature type, in the taxonomy's order (untyped last), each group
+    keeping the strongest-first order."""
+    groups: dict[str, list[ClipFeature]] = {}
+    for cf in features:
+        groups.setdefault(cf.label_type, []).append(cf)
+    order: dict[str, int] = {kind: i for i, kind in enumerate(LABEL_TYPES)}
+    return sorted(groups.items(), key=lambda item: order.get(item[0], len(order)))
+
+
+@dataclass(frozen=True)
+class VersionView:
+    """One row of the feature page's parallel-sentence card."""
+
+    v: ParallelVersion
+    anchor: str
+    audio_url: Markup
+    points: str
+    """Sparkline polygon in a viewBox 2 units wide per trace point and `OVERLAY_HEIGHT` tall."""
+    view_width: int
+    width: str
+    """Percent of the row: the clip's share of the group's longest clip (one time scale per group)."""
+
+
+def parallel_view(group: ParallelGroup, version: str) -> list[VersionView]:
+    """The rows of one parallel group: sparklines on one time and activation scale, play URLs."""
+    longest = max((len(v.trace) * v.seconds_per_point for v in group.versions), default=0.0)
+    rows = []
+    for v in group.versions:
+        seconds = len(v.trace) * v.seconds_per_point
+        rows.append(
+            VersionView(
+                v=v,
+                anchor=f"par-{group.rank}-{v.clip_id}",
+                audio_url=Markup(f"/api/v1/clips/{v.clip_id}/audio?v={escape(version)}"),
+                points=overlay_points(v.trace, group.peak),
+                view_width=2 * max(len(v.trace), 1),
+                width=f"{seconds / longest * 100 if longest > 0 else 100:.1f}",
+            )
+        )
+    return rows

@@ -13,14 +13,22 @@ from fastapi.responses import FileResponse, Response
 
 from backend.deps import AtlasDep, ClipId, FeatureFilters, FeatureId, ProviderDep, Seconds, SettingsDep
 from backend.errors import AtlasUnavailableError, public_message, public_path
-from backend.schemas import AtlasOverview, ClipDetail, ErrorDetail, FeatureDetail, FeaturePage, Health
+from backend.schemas import (
+    AtlasOverview,
+    ClipDetail,
+    ErrorDetail,
+    FeatureDetail,
+    FeaturePage,
+    Health,
+    Taxonomy,
+)
 from backend.services import audio, spectrogram
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorDetail, "description": text}
     for status, text in (
         (403, "The clip's audio lies outside the folders the server may read"),
-        (404, "Unknown feature or clip id, or missing audio"),
+        (404, "Unknown feature or clip id, missing audio, or an atlas without scored labels"),
         (422, "Invalid parameters"),
         (503, "No atlas yet: the detail names the command that builds it"),
     )
@@ -62,9 +70,15 @@ def atlas_overview(atlas: AtlasDep) -> AtlasOverview:
     return atlas.overview()
 
 
+@router.get("/taxonomy", response_model=Taxonomy)
+def taxonomy(atlas: AtlasDep) -> Taxonomy:
+    """Live features per type beside a random SAE and shuffled annotations, and each type's best features."""
+    return atlas.taxonomy()
+
+
 @router.get("/features", response_model=FeaturePage)
 def list_features(atlas: AtlasDep, filters: FeatureFilters) -> FeaturePage:
-    """Search and filter features; dead ones are left out unless `dead=true`."""
+    """Search and filter features (`type=` a feature type); dead ones are left out unless `dead=true`."""
     return atlas.list_features(filters)
 
 

@@ -1,4 +1,5 @@
-"""The HTML pages: overview, feature list (with htmx partials), feature and clip pages; services do the work.
+"""The HTML pages: overview, taxonomy, feature list (with htmx partials), feature and clip pages; services do
+the work.
 
 Feature pages come from the atlas when it stores them; other atlas-only pages are cached per atlas version
 (backend/html.py explains both).
@@ -28,6 +29,15 @@ async def overview(request: Request, atlas: AtlasDep, provider: ProviderDep) -> 
         return page_bytes(request.app.state.templates, "overview.html", context)
 
     return await render_cached(request, provider, ("overview", atlas.version), make)
+
+
+@router.get("/taxonomy", response_class=HTMLResponse)
+async def taxonomy(request: Request, atlas: AtlasDep, provider: ProviderDep) -> Response:
+    def make() -> bytes:
+        context = {"atlas": atlas, "taxonomy": atlas.taxonomy() if atlas.interpretation else None}
+        return page_bytes(request.app.state.templates, "taxonomy.html", context)
+
+    return await render_cached(request, provider, ("taxonomy", atlas.version), make)
 
 
 @router.get("/features", response_class=HTMLResponse)

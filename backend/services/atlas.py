@@ -28,22 +28,39 @@ from backend.schemas import (
     FeatureSummary,
     Histogram,
     LanguageEffect,
+    ParallelGroup,
+    ParallelVersion,
+    Phone,
     Related,
     Share,
+    Taxonomy,
     Word,
 )
 from backend.services.cache import SizedLRU
 from backend.services.feature_blocks import IndexedBlock
 from backend.services.stored_pages import StoredPages
 from backend.settings import Settings
-from pipelines.atlas.reader import FeatureFilter
-from pipelines.atlas.schema import FRAME_SECONDS
+from pipelines.atlas.reader import FeatureFilter, feature_row
+from pipelines.atlas.schema import FRAME_SECONDS, LABEL_TYPES
 
-DETAIL_COLUMNS = [*FeatureSummary.model_fields, "mean_act", "label_source", "speech_fraction", "top_words"]
+DETAIL_COLUMNS = [
+    *FeatureSummary.model_fields,
+    "mean_act",
+    "label_source",
+    "speech_fraction",
+    "top_words",
+    "cross_lingual",
+]
 CLIP_FEATURES_SHOWN = 40
 """Features on a clip's timeline (strongest first)."""
 BLOCK_CACHE_SHARE = 0.55
 """Share of `Settings.cache_mb` for feature blocks (the provider's page and media caches take the rest)."""
+BEST_PER_TYPE = 6
+"""Features shown for each type in the taxonomy."""
+NO_TAXONOMY = (
+    "This atlas holds no scored labels (its analysis predates them): run `whisper-atlas analyze` and "
+    "`whisper-atlas build` again."
+)
 
 
 @dataclass(frozen=True)
@@ -99,6 +116,10 @@ class AtlasService:
             clip_id: [Word(word=word, start=start, end=end) for word, start, end in words]
             for clip_id, words in reader.clip_words().items()
         }
+        self.phones: dict[int, list[Phone]] = {
+            clip_id: [Phone(phone=phone, start=start, end=end) for phone, start, end in phones]
+            for clip_id, phones in reader.clip_phones().items()
+        }
         self.feature_ids, labels, density = reader.feature_index()
         self.labels: dict[int, str] = dict(zip(self.feature_ids.tolist(), labels))
         self.live_ids = self.feature_ids[density > 0]
@@ -107,6 +128,10 @@ class AtlasService:
         ]
         self.languages_present = sorted({c.language for c in self.clips.values() if c.language})
         self.categories_present = sorted({c.category for c in self.clips.values()})
+        self.interpretation = self.run.get("interpretation")
+        """The analysis's scoring summary (`pipelines.atlas.schema`: `run.interpretation`), None without."""
+        self.label_types = LABEL_TYPES if self.interpretation else ()
+        """The types the feature list can filter by (none in an atlas without scored labels)."""
 
     def overview(self) -> AtlasOverview:
         def counts(attr: str) -> list[Count]:
@@ -155,6 +180,25 @@ class AtlasService:
     def clip_words(self, clip_id: int) -> list[Word]:
         return self.words.get(clip_id, [])
 
+    def taxonomy(self) -> Taxonomy:
+        """Features per type beside the two controls, and each type's best features (a 404 without labels)."""
+        summary = self.interpretation
+        if not isinstance(summary, dict):
+            raise NotFoundError(NO_TAXONOMY)
+        best = self.reader.best_of_types(BEST_PER_TYPE)
+        return Taxonomy(
+            counts=_every_type(self.reader.type_counts()),
+            control_counts={name: _every_type(c) for name, c in summary.get("control_counts", {}).items()},
+            explained_share=summary.get("explained_share", {}),
+            threshold=summary["threshold"],
+            heldout_frames=summary["heldout_frames"],
+            heldout_clips=summary["heldout_clips"],
+            stable_share=summary.get("stable_share"),
+            best={
+                kind: [FeatureSummary(**row) for row in best[kind]] for kind in LABEL_TYPES if kind in best
+            },
+        )
+
     # -- the feature list ----------------------------------------------------------------------------------
 
     def list_features(self, spec: FeatureFilter) -> FeaturePage:
@@ -169,7 +213,7 @@ class AtlasService:
         found = block.features.rows(feature_id)
         if not found:
             raise NotFoundError(self._no_feature(feature_id))
-        row = found[0]
+        row = feature_row(found[0])
         top: list[Example] = []
         quantile: list[Example] = []
         for example in block.examples.rows(feature_id):
@@ -190,7 +234,41 @@ class AtlasService:
             quantile_examples=quantile,
             prev_id=prev_id,
             next_id=next_id,
+            parallel=self._parallel(block.parallel.rows(feature_id)),
         )
+
+    def _parallel(self, rows: list[dict]) -> list[ParallelGroup]:
+        """A feature's `feature_parallel` rows as its groups by rank, each group's versions by language."""
+        by_rank: dict[int, list[dict]] = defaultdict(list)
+        for row in rows:
+            if row["clip_id"] in self.clips:
+                by_rank[row["rank"]].append(row)
+        groups = []
+        for rank, members in sorted(by_rank.items()):
+            versions = [
+                ParallelVersion(
+                    clip_id=clip.id,
+                    clip_key=clip.key,
+                    language=clip.language,
+                    duration=clip.duration,
+                    peak=r["peak"],
+                    seconds_per_point=round(r["frames_per_point"] * FRAME_SECONDS, 3),
+                    trace=np.frombuffer(r["trace"], "<f2").astype(np.float64).round(4).tolist(),
+                )
+                for r in members
+                for clip in (self.clips[r["clip_id"]],)
+            ]
+            versions.sort(key=lambda v: (v.language, v.clip_id))
+            groups.append(
+                ParallelGroup(
+                    group=members[0]["group_key"],
+                    rank=rank,
+                    peak=max(v.peak for v in versions),
+                    similarity=_similarity(versions),
+                    versions=versions,
+                )
+            )
+        return groups
 
     def _no_feature(self, feature_id: int) -> str:
         last = int(self.feature_ids[-1]) if len(self.feature_ids) else -1
@@ -234,6 +312,7 @@ class AtlasService:
             ClipFeature(
                 feature_id=f,
                 label=self.labels.get(f, ""),
+                label_type=label_type if label_type in LABEL_TYPES else "",
                 kind=kind,
                 start=round(s * FRAME_SECONDS, 3),
                 end=round(e * FRAME_SECONDS, 3),
@@ -243,10 +322,12 @@ class AtlasService:
                 peak_act=act,
                 acts=acts,
             )
-            for f, kind, s, e, peak, act, acts in rows
+            for f, kind, s, e, peak, act, acts, label_type in rows
         ]
         fields = {name: getattr(clip, name) for name in ClipDetail.model_fields if hasattr(clip, name)}
-        return ClipDetail(**fields, words=self.clip_words(clip_id), features=features)
+        return ClipDetail(
+            **fields, words=self.clip_words(clip_id), phones=self.phones.get(clip_id, []), features=features
+        )
 
     def mel(self, clip_id: int) -> Mel:
         self.clip(clip_id)
@@ -258,6 +339,23 @@ class AtlasService:
         if mel_MT.size != n_mels * n_frames:
             raise NotFoundError(f"Clip {clip_id}'s stored log-mel is damaged: rebuild the atlas.")
         return Mel(mel_MT=mel_MT.reshape(n_mels, n_frames))
+
+
+def _similarity(versions: list[ParallelVersion]) -> float | None:
+    """How evenly a feature peaks across a group's languages (`ParallelGroup.similarity`), None unless it
+    fires on at least one of 2 or more languages."""
+    peaks: dict[str, float] = {}
+    for v in versions:
+        peaks[v.language] = max(peaks.get(v.language, 0.0), v.peak)
+    top = max(peaks.values(), default=0.0)
+    if len(peaks) < 2 or top <= 0:
+        return None
+    return min(max((sum(peaks.values()) / top - 1) / (len(peaks) - 1), 0.0), 1.0)
+
+
+def _every_type(counts: dict[str, int]) -> dict[str, int]:
+    """Features per type with every type listed, in the taxonomy's order (any other type found last)."""
+    return {**dict.fromkeys(LABEL_TYPES, 0), **counts}
 
 
 def _without(row: dict, key: str) -> dict:

@@ -51,8 +51,11 @@ class ColumnIndex:
 
 
 def _nbytes(array: np.ndarray) -> int:
-    """Memory of a numpy array, counting the Python strings of object arrays (~60 bytes each)."""
-    return array.nbytes + (60 * len(array) if array.dtype == object else 0)
+    """Memory of a numpy array, counting the Python strings of object arrays (~60 bytes each) and the
+    contents of binary ones (the parallel traces)."""
+    if array.dtype != object:
+        return array.nbytes
+    return array.nbytes + 60 * len(array) + sum(len(v) for v in array.tolist() if isinstance(v, bytes))
 
 
 @dataclass
@@ -64,6 +67,7 @@ class IndexedBlock:
     languages: ColumnIndex
     categories: ColumnIndex
     effects: ColumnIndex
+    parallel: ColumnIndex
 
     @classmethod
     def of(cls, block: FeatureBlock) -> "IndexedBlock":
@@ -73,10 +77,19 @@ class IndexedBlock:
             languages=ColumnIndex(block.languages, "feature_id"),
             categories=ColumnIndex(block.categories, "feature_id"),
             effects=ColumnIndex(block.effects, "feature_id"),
+            parallel=ColumnIndex(block.parallel, "feature_id"),
         )
 
     @property
     def nbytes(self) -> int:
         return sum(
-            c.nbytes for c in (self.features, self.examples, self.languages, self.categories, self.effects)
+            c.nbytes
+            for c in (
+                self.features,
+                self.examples,
+                self.languages,
+                self.categories,
+                self.effects,
+                self.parallel,
+            )
         )

@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from pipelines.analysis.result import KINDS, AnalysisResult
+from pipelines.analysis.result import KINDS, AnalysisResult, ParallelTable
+from pipelines.annotate.frames import FrameAnnotations
 from pipelines.atlas.schema import FRAME_SECONDS
 from pipelines.atlas.tables import density_histogram_table, histogram_columns, list_array, share_table
 from pipelines.atlas.writer import Derive, write_atlas
@@ -97,6 +98,7 @@ def atlas_tables(
             "label": result.labels,
             "label_score": feats.label_score,
             "label_source": ["auto"] * n_features,
+            **_interpretation_columns(result),
             **_top_group("top_language", meta.languages, lang_sel, live),
             **_top_group("top_category", meta.categories, cat_sel, live),
             "speech_fraction": np.where(live, cat_act[:, speech], 0.0).astype(np.float32),
@@ -106,6 +108,7 @@ def atlas_tables(
             "neighbour_cos": _padded_rows(feats.neighbour_cos, feats.neighbours >= 0),
             "coactive": _padded_rows(feats.coactive, feats.coactive >= 0),
             "coactive_score": _padded_rows(feats.coactive_score, feats.coactive >= 0),
+            "cross_lingual": _cross_lingual(result.parallel, n_features),
         }
     )
     live_ids = ids[live]
@@ -138,11 +141,123 @@ def atlas_tables(
         **_clip_tables(result, clips, corpus),
         "features": features,
         "examples": _examples_table(result),
+        "feature_parallel": parallel_table(result.parallel),
         "feature_languages": languages,
         "feature_categories": categories,
         "feature_language_effects": effects,
         "density_histogram": density_histogram_table(feats.fire_count / n_frames),
     }
+
+
+INTERPRETATION_FLOATS = ("label_precision", "label_recall", "language_vs_speaker", "stability")
+"""The `features` columns taken from `Interpretation` arrays of the same name (NaN stored as NULL)."""
+
+
+def _interpretation_columns(result: AnalysisResult) -> dict[str, object]:
+    """The scored-label columns: from the analysis's interpretation, or '' and NULLs when it has none (an
+    analysis made before labels were scored still builds)."""
+    n_features = result.meta.n_features
+    found = result.interpretation
+    if found is None:
+        empty = pa.nulls(n_features, pa.float32())
+        return {
+            "label_type": [""] * n_features,
+            **dict.fromkeys(INTERPRETATION_FLOATS, empty),
+            "runner_ups": ["[]"] * n_features,
+        }
+    floats = {name: np.asarray(getattr(found, name), np.float32) for name in INTERPRETATION_FLOATS}
+    return {
+        "label_type": found.label_type,
+        **{name: pa.array(values, mask=np.isnan(values)) for name, values in floats.items()},
+        "runner_ups": [json.dumps(r, ensure_ascii=False) for r in found.runner_ups],
+    }
+
+
+def _cross_lingual(parallel: ParallelTable | None, n_features: int) -> pa.Array:
+    """Each feature's cross-lingual score (NULL where NaN, or everywhere without a parallel table)."""
+    if parallel is None:
+        return pa.nulls(n_features, pa.float32())
+    score_F = np.asarray(parallel.cross_lingual, np.float32)
+    if score_F.shape != (n_features,):
+        raise ValueError(f"parallel table scores {score_F.shape[0]} features, the analysis has {n_features}")
+    return pa.array(score_F, mask=np.isnan(score_F))
+
+
+def parallel_table(parallel: ParallelTable | None) -> pa.Table:
+    """`feature_parallel` rows from the analysis's parallel table (none without one), sorted by feature."""
+    if parallel is None or len(parallel.feature) == 0:
+        return pa.table(
+            {
+                "feature_id": pa.array([], pa.int32()),
+                "rank": pa.array([], pa.int32()),
+                "clip_id": pa.array([], pa.int32()),
+                "group_key": pa.array([], pa.string()),
+                "frames_per_point": pa.array([], pa.int32()),
+                "peak": pa.array([], pa.float32()),
+                "trace": pa.array([], pa.binary()),
+            }
+        )
+    trace = np.asarray(parallel.trace, dtype="<f2")
+    lengths = np.asarray(parallel.trace_len, np.int64)
+    offsets = np.r_[0, np.cumsum(lengths)]
+    order = np.lexsort((parallel.rank, parallel.feature))  # stable: a group's clips keep their order
+    peaks = np.array(
+        [float(trace[offsets[i] : offsets[i + 1]].max(initial=0.0)) for i in range(len(lengths))], np.float32
+    )
+    return pa.table(
+        {
+            "feature_id": parallel.feature[order].astype(np.int32),
+            "rank": parallel.rank[order].astype(np.int32),
+            "clip_id": parallel.clip[order].astype(np.int32),
+            "group_key": np.asarray(parallel.groups, dtype=str)[parallel.group[order]],
+            "frames_per_point": parallel.frames_per_point[order].astype(np.int32),
+            "peak": peaks[order],
+            "trace": pa.array([trace[offsets[i] : offsets[i + 1]].tobytes() for i in order], pa.binary()),
+        }
+    )
+
+
+def phone_table(annotations: FrameAnnotations | None) -> pa.Table:
+    """`clip_phones`: per clip, the runs of consecutive frames with the same phone code (within one word) as
+    (phone, start s, end s); frames without a phone are left out. Empty without annotations."""
+    if annotations is None or "phone" not in annotations.codes or annotations.n_frames == 0:
+        return pa.table(
+            {
+                "clip_id": pa.array([], pa.int32()),
+                "idx": pa.array([], pa.int32()),
+                "phone": pa.array([], pa.string()),
+                "start": pa.array([], pa.float32()),
+                "end": pa.array([], pa.float32()),
+            }
+        )
+    order = np.lexsort((annotations.frame, annotations.clip_row))
+    phone_N = annotations.codes["phone"][order]
+    word_N = annotations.codes.get("word", np.zeros_like(annotations.codes["phone"]))[order]
+    keep = phone_N >= 0
+    clip_N, frame_N = annotations.clip_row[order][keep], annotations.frame[order][keep]
+    phone_N, word_N = phone_N[keep], word_N[keep]
+    new = np.r_[
+        True,
+        (clip_N[1:] != clip_N[:-1])
+        | (frame_N[1:] != frame_N[:-1] + 1)
+        | (phone_N[1:] != phone_N[:-1])
+        | (word_N[1:] != word_N[:-1]),
+    ]
+    starts = np.flatnonzero(new)
+    ends = np.r_[starts[1:], len(clip_N)]
+    run_clip = clip_N[starts]
+    first_of_clip = np.flatnonzero(np.r_[True, run_clip[1:] != run_clip[:-1]])
+    idx = np.arange(len(starts)) - np.repeat(first_of_clip, np.diff(np.r_[first_of_clip, len(starts)]))
+    names = np.asarray(annotations.vocab["phone"], dtype=object)
+    return pa.table(
+        {
+            "clip_id": run_clip.astype(np.int32),
+            "idx": idx.astype(np.int32),
+            "phone": pa.array(names[phone_N[starts]].tolist(), pa.string()),
+            "start": (frame_N[starts] * FRAME_SECONDS).astype(np.float32),
+            "end": ((frame_N[ends - 1] + 1) * FRAME_SECONDS).astype(np.float32),
+        }
+    )
 
 
 def _top_group(
@@ -225,7 +340,12 @@ def _clip_tables(result: AnalysisResult, clips: list[Clip], corpus: Path) -> dic
             "end": pa.array([w[4] for w in words], pa.float32()),
         }
     )
-    return {"clips": clip_rows, "clip_mels": mels, "clip_words": word_rows}
+    return {
+        "clips": clip_rows,
+        "clip_mels": mels,
+        "clip_words": word_rows,
+        "clip_phones": phone_table(result.annotations),
+    }
 
 
 def _run_table(result: AnalysisResult, clips: list[Clip], sae_cfg: dict, metrics: dict) -> pa.Table:
@@ -262,4 +382,6 @@ def _run_table(result: AnalysisResult, clips: list[Clip], sae_cfg: dict, metrics
         },
         "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+    if result.interpretation is not None:
+        info["interpretation"] = result.interpretation.summary
     return pa.table({"key": list(info), "value": [json.dumps(v, ensure_ascii=False) for v in info.values()]})

@@ -18,7 +18,9 @@ import sqlalchemy as sa
 from sqlalchemy.sql.compiler import SQLCompiler
 
 from pipelines.atlas.schema import (
+    UNEXPLAINED,
     clip_mels,
+    clip_phones,
     clip_words,
     clips,
     density_histogram,
@@ -27,6 +29,7 @@ from pipelines.atlas.schema import (
     feature_language_effects,
     feature_languages,
     feature_pages,
+    feature_parallel,
     features,
     run,
 )
@@ -55,6 +58,12 @@ SUMMARY_COLUMNS = (
     "top_language_selectivity",
     "top_category",
     "top_category_selectivity",
+    "label_type",
+    "label_precision",
+    "label_recall",
+    "language_vs_speaker",
+    "stability",
+    "runner_ups",
 )
 """The `features` columns of a feature-list row."""
 
@@ -69,6 +78,8 @@ class FeatureFilter:
     """Top language, '' for any."""
     category: str = ""
     """Top category, '' for any."""
+    label_type: str = ""
+    """Feature type (`schema.LABEL_TYPES`), '' for any."""
     min_density: float = 0.0
     max_density: float = 1.0
     min_score: float = 0.0
@@ -123,8 +134,15 @@ def _block_shares(table: sa.Table, order: sa.ColumnElement) -> sa.Select:
     return sa.select(table).where(_in_block(table.c.feature_id)).order_by(table.c.feature_id, order.desc())
 
 
+def _block_parallel() -> sa.Select:
+    c = feature_parallel.c
+    return (
+        sa.select(feature_parallel).where(_in_block(c.feature_id)).order_by(c.feature_id, c.rank, c.clip_id)
+    )
+
+
 def _clip_top_features() -> sa.Select:
-    """Each feature's strongest example on one clip, strongest features first."""
+    """Each feature's strongest example on one clip (with the feature's type), strongest features first."""
     rowid: sa.ColumnClause = sa.literal_column("rowid")
     best = (
         sa.select(sa.func.arg_max(rowid, examples.c.peak_act).label("row"))
@@ -136,9 +154,47 @@ def _clip_top_features() -> sa.Select:
     )
     c = examples.c
     return (
-        sa.select(c.feature_id, c.kind, c.start_frame, c.end_frame, c.peak_frame, c.peak_act, c.acts)
-        .where(rowid.in_(best))
+        sa.select(
+            c.feature_id,
+            c.kind,
+            c.start_frame,
+            c.end_frame,
+            c.peak_frame,
+            c.peak_act,
+            c.acts,
+            features.c.label_type,
+        )
+        .select_from(examples.join(features, features.c.id == c.feature_id))
+        .where(sa.literal_column("examples.rowid").in_(best))
         .order_by(c.peak_act.desc(), c.feature_id)
+    )
+
+
+def _type_counts() -> sa.Select:
+    """Live features per type (typed ones only: an atlas without scored labels has none)."""
+    c = features.c
+    return (
+        sa.select(c.label_type, sa.func.count())
+        .where(c.density > 0, c.label_type != "")
+        .group_by(c.label_type)
+        .order_by(c.label_type)
+    )
+
+
+def _best_of_types() -> sa.Select:
+    """The `per_type` best-scored live features of every explained type, as feature-list rows, by type and
+    score (an unexplained feature's label is only its best guess)."""
+    c = features.c
+    rank = sa.func.row_number().over(partition_by=c.label_type, order_by=(c.label_score.desc(), c.id))
+    ranked = (
+        sa.select(*(c[name] for name in SUMMARY_COLUMNS), rank.label("type_rank"))
+        .where(c.density > 0, c.label_type != "", c.label_type != UNEXPLAINED)
+        .subquery()
+    )
+    return (
+        sa.select(*(ranked.c[name] for name in SUMMARY_COLUMNS))
+        .where(ranked.c.type_rank <= sa.bindparam("per_type"))
+        .order_by(ranked.c.label_type, ranked.c.type_rank)
     )
 
 
@@ -153,6 +209,9 @@ _STATEMENTS: dict[str, Callable[[], Any]] = {
     "clip_words": lambda: sa.select(
         clip_words.c.clip_id, clip_words.c.word, clip_words.c.start, clip_words.c.end
     ).order_by(clip_words.c.clip_id, clip_words.c.idx),
+    "clip_phones": lambda: sa.select(
+        clip_phones.c.clip_id, clip_phones.c.phone, clip_phones.c.start, clip_phones.c.end
+    ).order_by(clip_phones.c.clip_id, clip_phones.c.idx),
     "feature_index": lambda: sa.select(features.c.id, features.c.label, features.c.density).order_by(
         features.c.id
     ),
@@ -165,7 +224,10 @@ _STATEMENTS: dict[str, Callable[[], Any]] = {
     "block_languages": lambda: _block_shares(feature_languages, feature_languages.c.act_share),
     "block_categories": lambda: _block_shares(feature_categories, feature_categories.c.act_share),
     "block_effects": lambda: _block_shares(feature_language_effects, feature_language_effects.c.effect),
+    "block_parallel": _block_parallel,
     "clip_top_features": _clip_top_features,
+    "type_counts": _type_counts,
+    "best_of_types": _best_of_types,
     "clip_mel": lambda: sa.select(clip_mels.c.n_mels, clip_mels.c.n_frames, clip_mels.c.mel).where(
         clip_mels.c.clip_id == sa.bindparam("clip_id")
     ),
@@ -195,6 +257,7 @@ class _ListShape:
     exact_id: bool
     language: bool
     category: bool
+    label_type: bool
     sort: SortKey
 
 
@@ -211,6 +274,8 @@ def _condition(shape: _ListShape) -> sa.ColumnElement[bool]:
         where.append(c.top_language == sa.bindparam("language"))
     if shape.category:
         where.append(c.top_category == sa.bindparam("category"))
+    if shape.label_type:
+        where.append(c.label_type == sa.bindparam("label_type"))
     where += [
         c.density >= sa.bindparam("min_density"),
         c.density <= sa.bindparam("max_density"),
@@ -250,6 +315,7 @@ def feature_list(spec: FeatureFilter) -> tuple[Compiled, Compiled, dict[str, obj
         exact_id is not None,
         bool(spec.language),
         bool(spec.category),
+        bool(spec.label_type),
         spec.sort,
     )
     params: dict[str, object] = {
@@ -257,6 +323,7 @@ def feature_list(spec: FeatureFilter) -> tuple[Compiled, Compiled, dict[str, obj
         "exact_id": exact_id,
         "language": spec.language,
         "category": spec.category,
+        "label_type": spec.label_type,
         "min_density": spec.min_density,
         "max_density": spec.max_density,
         "min_score": spec.min_score,

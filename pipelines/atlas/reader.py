@@ -15,6 +15,7 @@ or macros (which could run functions when read) or of another schema version is 
 from __future__ import annotations
 
 import json
+import math
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ from typing import Any
 import duckdb
 import numpy as np
 import pyarrow as pa
+import sqlalchemy as sa
 
 from pipelines.atlas.queries import (
     PAGE_BATCHES,
@@ -35,10 +37,18 @@ from pipelines.atlas.queries import (
     stored_pages,
     whole_table,
 )
-from pipelines.atlas.schema import SCHEMA_VERSION, metadata
+from pipelines.atlas.schema import SCHEMA_VERSION, features, metadata
 from pipelines.errors import AtlasError
 
-__all__ = ["AtlasFileError", "AtlasReader", "FeatureBlock", "FeatureFilter", "ReadError", "SortKey"]
+__all__ = [
+    "AtlasFileError",
+    "AtlasReader",
+    "FeatureBlock",
+    "FeatureFilter",
+    "ReadError",
+    "SortKey",
+    "feature_row",
+]
 
 LOCKDOWN = (
     "SET enable_external_access = false",
@@ -51,6 +61,26 @@ LOCKDOWN = (
 
 ReadError = duckdb.Error
 """What a query raises when the file turns out damaged after opening (callers need not import DuckDB)."""
+
+
+NULLABLE_FLOATS = tuple(c.name for c in features.columns if c.nullable and isinstance(c.type, sa.Float))
+"""`features` columns that may be NULL (numpy reads a NULL as NaN)."""
+JSON_COLUMNS = ("runner_ups",)
+"""`features` columns stored as JSON text."""
+
+
+def feature_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A `features` row (from a query or a block's arrays) as callers use it: JSON columns decoded, NULLs
+    (NaN once read through numpy) as None, so JSON answers never hold NaN."""
+    out = dict(row)
+    for name in NULLABLE_FLOATS:
+        value = out.get(name)
+        if value is not None and math.isnan(value):
+            out[name] = None
+    for name in JSON_COLUMNS:
+        if name in out:
+            out[name] = json.loads(out[name])
+    return out
 
 
 class AtlasFileError(AtlasError):
@@ -69,6 +99,8 @@ class FeatureBlock:
     categories: pa.Table
     effects: pa.Table
     """Per feature: largest effect first."""
+    parallel: pa.Table
+    """Per feature: its parallel groups by rank, each group's clips by id (traces as float16 bytes)."""
 
 
 class AtlasReader:
@@ -180,6 +212,13 @@ class AtlasReader:
             words.setdefault(clip_id, []).append((word, start, end))
         return words
 
+    def clip_phones(self) -> dict[int, list[tuple[str, float, float]]]:
+        """clip id -> its approximate phone intervals (phone, start s, end s) in order (none without)."""
+        phones: dict[int, list[tuple[str, float, float]]] = {}
+        for clip_id, phone, start, end in self._rows("clip_phones"):
+            phones.setdefault(clip_id, []).append((phone, start, end))
+        return phones
+
     def feature_index(self) -> tuple[np.ndarray, list[str], np.ndarray]:
         """Every feature's id (int64), label and density, by id."""
         table = self._arrow("feature_index")
@@ -203,7 +242,19 @@ class AtlasReader:
         count, page, params = feature_list(spec)
         ((total,),) = self._execute(count, params).fetchall()
         rows = self._execute(page, params).fetchall()
-        return total, [dict(zip(SUMMARY_COLUMNS, row)) for row in rows]
+        return total, [feature_row(dict(zip(SUMMARY_COLUMNS, row))) for row in rows]
+
+    def type_counts(self) -> dict[str, int]:
+        """Live features per type, for the types that have any (none in an atlas without scored labels)."""
+        return dict(self._rows("type_counts"))
+
+    def best_of_types(self, per_type: int) -> dict[str, list[dict[str, Any]]]:
+        """Per explained type, its `per_type` best-scored live features as feature-list rows, best first."""
+        best: dict[str, list[dict[str, Any]]] = {}
+        for values in self._rows("best_of_types", per_type=per_type):
+            row = feature_row(dict(zip(SUMMARY_COLUMNS, values)))
+            best.setdefault(row["label_type"], []).append(row)
+        return best
 
     def feature_block(self, lo: int, hi: int) -> FeatureBlock:
         """Every per-feature row of features lo..hi: one range query per table (rows sorted by feature id)."""
@@ -213,6 +264,7 @@ class AtlasReader:
             languages=self._arrow("block_languages", lo=lo, hi=hi),
             categories=self._arrow("block_categories", lo=lo, hi=hi),
             effects=self._arrow("block_effects", lo=lo, hi=hi),
+            parallel=self._arrow("block_parallel", lo=lo, hi=hi),
         )
 
     def feature_labels(self) -> dict[int, str]:
@@ -264,8 +316,8 @@ class AtlasReader:
     # -- clips ---------------------------------------------------------------------------------------------
 
     def clip_top_features(self, clip_id: int, limit: int) -> list[tuple]:
-        """(feature_id, kind, start_frame, end_frame, peak_frame, peak_act, acts) of the `limit` features
-        with the strongest example on the clip, each at its strongest example, strongest first."""
+        """(feature_id, kind, start_frame, end_frame, peak_frame, peak_act, acts, label_type) of the `limit`
+        features with the strongest example on the clip, each at its strongest example, strongest first."""
         return self._rows("clip_top_features", clip_id=clip_id, limit=limit)
 
     def clip_mel(self, clip_id: int) -> tuple[int, int, bytes] | None:

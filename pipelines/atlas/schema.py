@@ -13,14 +13,28 @@ What the tables hold (written by `pipelines.atlas.build` from `pipelines.analysi
   `n_features` (int), `sae` (the SAELens cfg.json), `metrics` (the SAE's metrics.json: fvu, fvu_heldout, l0,
   dead_fraction, ...), `corpus` ({name, n_clips, n_frames, minutes, minutes_by_language,
   minutes_by_category, clips_by_category}), `languages` and `categories` (the columns of the two share
-  tables), `effect_languages`, `analysis` ({config, notes, timings, effect_clips, transcriber}), `built_at`.
+  tables), `effect_languages`, `analysis` ({config, notes, timings, effect_clips, transcriber}), `built_at`,
+  and `interpretation` when the analysis scored its labels (`pipelines.analysis.result.Interpretation`'s
+  summary: threshold, heldout_frames, heldout_clips, counts, control_counts {random_sae, shuffled},
+  explained_share {sae, random_sae, shuffled}, stable_share).
 - `clips`: every manifest clip, `id` = its manifest row (the activations index uses the same rows);
   `clip_mels`: its log-mel once, uint8 with the values 0 and 255 stand for; `clip_words`: its words with
   start/end seconds: Whisper's (speech decoded in the clip's language, other clips in the detected one), or
-  with `AnalysisConfig.aligner = "ct2"` the reference transcript's where a speech clip has one.
+  with `AnalysisConfig.aligner = "ct2"` the reference transcript's where a speech clip has one;
+  `clip_phones`: approximate phone intervals, the runs of frames (20 ms) with the same `phone` annotation
+  (`pipelines.annotate`: gruut's pronunciation spread over each word) within one word; empty when the
+  analysis has no frame annotations.
 - `features`: one row per SAE latent (dead ones included: density 0, empty label and lists). The histogram
   is over firing frames on a fixed log-spaced grid (8 bins per decade), trimmed to the non-empty range
   (`hist_edges` has one more entry than `hist_counts`; the end bins also hold values beyond the grid).
+  With a scored interpretation, `label` is the best hypothesis, `label_score` its balanced accuracy on
+  held-out frames (0.5 = chance) and `label_type` its type (`LABEL_TYPES`); from an analysis without one,
+  `label_type` is '' and the interpretation's other columns are NULL (so are the ones it left NaN).
+  `cross_lingual`: how evenly the feature fires across the language versions of parallel-sentence groups
+  (`pipelines.analysis.parallel`: 1 = equally in every version, 0 = in one only; NULL when it fires in no
+  parallel group or the analysis did not measure it).
+- `feature_parallel`: per feature, its strongest parallel groups (`rank` 0 first) and on every clip of each
+  its activation trace: float16 max-pooled over runs of `frames_per_point` frames; empty without them.
 - `examples`: `top` = the strongest clips (one example per clip, its peak frame), rank 0 strongest;
   `quantile` = clip peaks (of clips not among its top examples) drawn from activation bins equal in log
   activation between the feature's weakest and strongest clip peak, strongest bin first; column `quantile`
@@ -45,12 +59,31 @@ keys, and the `?v=` of the URLs in pages, which must be known before the file is
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import sqlalchemy as sa
 
 from pipelines.constants import FRAME_SECONDS as FRAME_SECONDS  # re-exported: 20 ms per encoder position
 
-SCHEMA_VERSION = 2
-"""2: `feature_pages` and `run.build_id` (1: neither)."""
+SCHEMA_VERSION = 4
+"""4: `clip_phones`, `feature_parallel` and `features.cross_lingual`; 3: the features' scored-label columns
+(`label_type` ... `runner_ups`) and `run.interpretation`; 2: `feature_pages` and `run.build_id` (1: neither).
+"""
+
+LabelType = Literal[
+    "language",
+    "speaker",
+    "phonetic",
+    "lexical",
+    "positional",
+    "acoustic",
+    "boundary",
+    "non-speech",
+    "unexplained",
+]
+"""A feature type: the values of `features.label_type` besides '' (`pipelines.analysis.taxonomy.TYPES`)."""
+LABEL_TYPES: tuple[LabelType, ...] = get_args(LabelType)
+UNEXPLAINED: LabelType = "unexplained"
 
 metadata = sa.MetaData()
 
@@ -104,6 +137,17 @@ clip_words = sa.Table(
     comment="Word alignment (cross-attention alignment heads) of Whisper's or the reference transcript.",
 )
 
+clip_phones = sa.Table(
+    "clip_phones",
+    metadata,
+    sa.Column("clip_id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("idx", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("phone", sa.String, nullable=False, comment="IPA phone"),
+    sa.Column("start", sa.Float, nullable=False),
+    sa.Column("end", sa.Float, nullable=False),
+    comment="Approximate phone intervals: runs of frames with the same phone annotation (20 ms steps).",
+)
+
 features = sa.Table(
     "features",
     metadata,
@@ -114,7 +158,29 @@ features = sa.Table(
     sa.Column("max_act", sa.Float, nullable=False),
     sa.Column("mean_act", sa.Float, nullable=False, comment="mean over frames where it fires"),
     sa.Column("label", sa.String, nullable=False, comment="short description ('' when none)"),
-    sa.Column("label_score", sa.Float, nullable=False, comment="0..1 confidence of the label"),
+    sa.Column(
+        "label_score",
+        sa.Float,
+        nullable=False,
+        comment="balanced accuracy of the label on held-out frames (0.5 = chance); older: 0..1 confidence",
+    ),
+    sa.Column("label_type", sa.String, nullable=False, comment="one of LABEL_TYPES; '' when not typed"),
+    sa.Column(
+        "label_precision", sa.Float, comment="share of its active held-out frames where the label holds"
+    ),
+    sa.Column("label_recall", sa.Float, comment="share of the held-out frames with the label where it fires"),
+    sa.Column(
+        "language_vs_speaker",
+        sa.Float,
+        comment="best language minus best speaker score, language features only (> 0: language wins)",
+    ),
+    sa.Column("stability", sa.Float, comment="best decoder cosine in an SAE trained with another seed"),
+    sa.Column(
+        "runner_ups",
+        sa.String,
+        nullable=False,
+        comment="JSON list of the next best hypotheses: {label, type, score, precision, recall}",
+    ),
     sa.Column("label_source", sa.String, nullable=False, comment="'auto' (from the analysis) or 'human'"),
     sa.Column("top_language", sa.String, nullable=False, comment="language with the highest selectivity"),
     sa.Column("top_language_selectivity", sa.Float, nullable=False),
@@ -132,6 +198,31 @@ features = sa.Table(
         "coactive", sa.ARRAY(sa.Integer), nullable=False, comment="most often active on the same frames"
     ),
     sa.Column("coactive_score", sa.ARRAY(sa.Float), nullable=False, comment="Jaccard of firing frames"),
+    sa.Column(
+        "cross_lingual",
+        sa.Float,
+        comment="0..1 how evenly it fires across the languages of parallel sentences (1 = equally in all)",
+    ),
+)
+
+feature_parallel = sa.Table(
+    "feature_parallel",
+    metadata,
+    sa.Column("feature_id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column(
+        "rank", sa.Integer, primary_key=True, autoincrement=False, comment="0 = the group it fires hardest on"
+    ),
+    sa.Column("clip_id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("group_key", sa.String, nullable=False),
+    sa.Column("frames_per_point", sa.Integer, nullable=False, comment="encoder frames per trace point"),
+    sa.Column("peak", sa.Float, nullable=False, comment="the feature's max activation on the clip"),
+    sa.Column(
+        "trace",
+        sa.LargeBinary,
+        nullable=False,
+        comment="float16 little-endian: max activation over each run of frames_per_point frames",
+    ),
+    comment="Each feature's activation over the language versions of its strongest parallel groups.",
 )
 
 examples = sa.Table(

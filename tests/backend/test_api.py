@@ -152,6 +152,7 @@ def test_unknown_ids_are_404_with_a_detail(client: TestClient, url: str) -> None
         "/api/v1/features?limit=100000",
         "/api/v1/features?offset=-1",
         "/api/v1/features?sort=drop%20table",
+        "/api/v1/features?type=semantic",
         "/api/v1/features?min_density=nan",
         "/api/v1/features?max_density=inf",
         "/api/v1/features?min_density=2",
@@ -179,6 +180,7 @@ def test_openapi_documents_the_api(client: TestClient) -> None:
     assert {
         "/api/v1/features",
         "/api/v1/features/{feature_id}",
+        "/api/v1/taxonomy",
         "/api/v1/clips/{clip_id}",
         "/api/v1/clips/{clip_id}/audio",
         "/api/v1/clips/{clip_id}/spectrogram.png",

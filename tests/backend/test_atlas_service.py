@@ -86,6 +86,7 @@ def test_feature_matches_plain_queries(service, con, feature_id: int) -> None:
         FilterSpec(),
         FilterSpec(include_dead=True, sort="density_asc", limit=500),
         FilterSpec(language="fr", min_density=0.001, sort="label_score", limit=500),
+        FilterSpec(label_type="phonetic", sort="label_score", limit=500),
         FilterSpec(
             category="speech", max_density=0.01, min_score=0.3, min_selectivity=1.5, limit=500, offset=3
         ),
@@ -99,6 +100,7 @@ def test_feature_list_matches_plain_python(service, con, spec: FilterSpec) -> No
         if (spec.include_dead or f["density"] > 0)
         and (not spec.language or f["top_language"] == spec.language)
         and (not spec.category or f["top_category"] == spec.category)
+        and (not spec.label_type or f["label_type"] == spec.label_type)
         and spec.min_density <= f["density"] <= spec.max_density
         and f["label_score"] >= spec.min_score
         and f["top_language_selectivity"] >= spec.min_selectivity

@@ -96,6 +96,20 @@ def test_feature_list_paginates_with_htmx_and_keyboard(page, server: str) -> Non
     shot(page, "feature-from-list")
 
 
+def test_feature_list_filters_by_type(page, server: str) -> None:
+    page.goto(server + "/features")
+    page.select_option("select[name=type]", "phonetic")
+    page.wait_for_url(re.compile(r"type=phonetic"))
+    page.wait_for_function(
+        "(badges => badges.length > 0 && badges.every(b => b.textContent === 'phonetic'))"
+        "([...document.querySelectorAll('table.features td.label-cell .type')])"
+    )
+    assert (
+        page.locator("table.features tbody tr").count()
+        == page.locator("td.label-cell .type-phonetic").count()
+    )
+
+
 def test_feature_page_plays_audio_and_shows_spectrograms(page, server: str) -> None:
     page.goto(server + "/features/random")
     page.wait_for_url(re.compile(r"/features/\d+$"))
@@ -143,3 +157,37 @@ def test_clip_page_plays_and_seeks(page, server: str) -> None:
     page.locator("td.track").nth(1).click()
     page.wait_for_function("!document.getElementById('clip-audio').paused")
     shot(page, "clip", full_page=True)
+
+
+def test_clip_tiers_are_keyboard_friendly(page, server: str) -> None:
+    page.goto(server + "/clips/0")
+    words = page.locator('.tier[data-tier="words"] button.iv')
+    phones = page.locator('.tier[data-tier="phones"] button.iv')
+    assert words.count() > 0 and phones.count() > 0
+    spec = page.locator("#clip-fig .spec-img").bounding_box()
+    tier = page.locator('.tier[data-tier="phones"]').bounding_box()
+    assert abs(spec["x"] - tier["x"]) < 1 and abs(spec["width"] - tier["width"]) < 1, (
+        "on the spectrogram axis"
+    )
+    words.first.focus()
+    page.keyboard.press("ArrowRight")
+    assert page.evaluate("document.activeElement.textContent") == words.nth(1).text_content()
+    page.keyboard.press("ArrowDown")
+    assert page.evaluate("document.activeElement.closest('.tier').dataset.tier") == "phones"
+    page.keyboard.press("Enter")
+    page.wait_for_function("!document.getElementById('clip-audio').paused")
+    shot(page, "clip-tiers")
+
+
+def test_parallel_card_plays_a_version(page, server: str) -> None:
+    for feature_id in range(1, 40):
+        page.goto(server + f"/features/{feature_id}")
+        if page.locator("#parallel a.play").count():
+            break
+    else:
+        pytest.fail("no feature page with a parallel card")
+    assert page.locator("#parallel .spark-box svg polygon").count() > 0
+    page.locator("#parallel a.play").first.click()
+    page.wait_for_function("document.getElementById('player').currentTime > 0")
+    assert page.locator("#parallel .spark-box .playhead").first.is_visible()
+    shot(page, "feature-parallel")

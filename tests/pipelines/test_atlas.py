@@ -12,7 +12,9 @@ import pyarrow as pa
 import pytest
 import sqlalchemy as sa
 
+from pipelines.annotate.frames import FrameAnnotations
 from pipelines.atlas import schema
+from pipelines.atlas.build import phone_table
 from pipelines.atlas.tables import density_histogram_table
 from pipelines.atlas.writer import write_atlas
 from pipelines.audio import decode_audio
@@ -63,6 +65,84 @@ def test_schema_round_trip_of_every_table(synthetic: Path):
     assert run["schema_version"] == schema.SCHEMA_VERSION
     assert {"model", "layer", "sae", "metrics", "corpus", "n_features"} <= set(run)
     assert sum(h["n_features"] for h in rows["density_histogram"]) == len(live)
+
+
+def test_scored_labels_are_stored_with_nan_as_null(synthetic: Path):
+    rows = read_all(synthetic)
+    run = {r["key"]: json.loads(r["value"]) for r in rows["run"]}
+    features = rows["features"]
+    live = [f for f in features if f["density"] > 0]
+    summary = run["interpretation"]
+    assert {"threshold", "heldout_frames", "heldout_clips", "control_counts", "explained_share"} <= set(
+        summary
+    )
+    assert summary["counts"] == {t: sum(f["label_type"] == t for f in live) for t in schema.LABEL_TYPES}
+    assert all(f["label_type"] == "" and f["label_precision"] is None for f in features if f["density"] == 0)
+    assert all(f["label_type"] in schema.LABEL_TYPES and f["label_recall"] is not None for f in live)
+    language = [f for f in live if f["label_type"] == "language"]
+    assert language and all(f["language_vs_speaker"] is not None for f in language)
+    assert all(f["language_vs_speaker"] is None for f in features if f["label_type"] != "language")
+    runner_ups = [json.loads(f["runner_ups"]) for f in live]
+    assert any(runner_ups) and all(
+        r["label"] and r["type"] in schema.LABEL_TYPES for rs in runner_ups for r in rs
+    )
+
+
+def test_an_analysis_without_interpretation_still_builds(tmp_path: Path):
+    path = write_synthetic_atlas(tmp_path / "atlas.duckdb", n_features=24, n_clips=6, interpretation=False)
+    rows = read_all(path)
+    assert "interpretation" not in {r["key"] for r in rows["run"]}
+    assert all(f["label"] for f in rows["features"] if f["density"] > 0)
+    for f in rows["features"]:
+        assert f["label_type"] == "" and f["runner_ups"] == "[]"
+        assert f["label_precision"] is f["label_recall"] is f["language_vs_speaker"] is f["stability"] is None
+
+
+def test_an_analysis_without_annotations_or_parallel_traces_still_builds(tmp_path: Path):
+    path = write_synthetic_atlas(
+        tmp_path / "atlas.duckdb", n_features=24, n_clips=6, annotations=False, parallel=False
+    )
+    rows = read_all(path)
+    assert rows["clip_phones"] == [] and rows["feature_parallel"] == []
+    assert all(f["cross_lingual"] is None for f in rows["features"])
+
+
+def test_phone_intervals_are_runs_of_equal_phone_codes():
+    vocab = {"phone": ["a", "s", "t"], "word": ["casa", "tu"]}
+    #        clip 0: frames 0..7                  clip 1: frames 0..3 stored out of order, frame 2 missing
+    clip_row = [0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1]
+    frame = [0, 1, 2, 3, 4, 5, 6, 7, 3, 0, 1]
+    phone = [-1, 1, 1, 0, 0, 0, 0, 2, 0, 2, 2]
+    word = [-1, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1]  # the same phone across a word boundary is two intervals
+    annotations = FrameAnnotations(clip_row, frame, {"phone": phone, "word": word}, vocab)
+    table = phone_table(annotations).to_pylist()
+    got = [(r["clip_id"], r["idx"], r["phone"], round(r["start"], 3), round(r["end"], 3)) for r in table]
+    assert got == [
+        (0, 0, "s", 0.02, 0.06),
+        (0, 1, "a", 0.06, 0.1),
+        (0, 2, "a", 0.1, 0.14),
+        (0, 3, "t", 0.14, 0.16),
+        (1, 0, "t", 0.0, 0.04),
+        (1, 1, "a", 0.06, 0.08),
+    ]
+    assert phone_table(None).num_rows == 0
+
+
+def test_parallel_traces_are_stored_per_feature_rank_and_clip(synthetic: Path):
+    rows = read_all(synthetic)
+    parallel = rows["feature_parallel"]
+    keys = [(r["feature_id"], r["rank"]) for r in parallel]
+    assert keys and keys == sorted(keys), "sorted by feature, then group rank"
+    assert len({(r["feature_id"], r["rank"], r["clip_id"]) for r in parallel}) == len(parallel)
+    clips = {c["id"]: c for c in rows["clips"]}
+    for r in parallel:
+        trace = np.frombuffer(r["trace"], "<f2")
+        assert r["group_key"] == clips[r["clip_id"]]["group_key"] != ""
+        assert len(trace) == -(-clips[r["clip_id"]]["n_frames"] // r["frames_per_point"])
+        assert float(trace.max()) == pytest.approx(r["peak"], rel=1e-3)
+    with_rows = {r["feature_id"] for r in parallel}
+    for f in rows["features"]:
+        assert (f["cross_lingual"] is not None) == (f["id"] in with_rows)
 
 
 def test_synthetic_clips_point_at_real_audio(synthetic: Path):

@@ -10,8 +10,9 @@ import duckdb
 import numpy as np
 import pytest
 
+from pipelines.analysis.taxonomy import TYPES
 from pipelines.atlas import queries, schema
-from pipelines.atlas.reader import AtlasFileError, AtlasReader, FeatureFilter
+from pipelines.atlas.reader import AtlasFileError, AtlasReader, FeatureFilter, feature_row
 from tests.fixtures.synthetic_atlas import write_synthetic_atlas
 
 N_FEATURES = 96
@@ -135,15 +136,80 @@ def test_other_schema_versions_and_broken_files_are_refused(atlas: Path, tmp_pat
 
 
 def test_an_atlas_of_the_previous_schema_is_told_to_rebuild(atlas: Path, tmp_path: Path) -> None:
-    old = _tampered(  # what a version-1 build wrote: no stored pages, no build id
-        atlas,
-        tmp_path,
-        "DROP TABLE feature_pages",
-        "DELETE FROM run WHERE key IN ('build_id', 'pages')",
-        "UPDATE run SET value = '1' WHERE key = 'schema_version'",
+    old = (
+        _tampered(  # what a version-3 build wrote: no phone tiers, no parallel traces, no cross-lingual score
+            atlas,
+            tmp_path,
+            "DROP TABLE clip_phones",
+            "DROP TABLE feature_parallel",
+            "ALTER TABLE features DROP COLUMN cross_lingual",
+            "UPDATE run SET value = '3' WHERE key = 'schema_version'",
+        )
     )
-    with pytest.raises(AtlasFileError, match="schema version 1, this code reads 2: rebuild it"):
+    with pytest.raises(AtlasFileError, match="schema version 3, this code reads 4: rebuild it"):
         AtlasReader.open(old)
+
+
+def test_phone_intervals_read_back(reader: AtlasReader, atlas: Path) -> None:
+    phones = reader.clip_phones()
+    rows = plain(atlas, 'SELECT clip_id, phone, start, "end" FROM clip_phones ORDER BY clip_id, idx')
+    assert rows and [(c, *p) for c, ps in sorted(phones.items()) for p in ps] == rows
+    for intervals in phones.values():
+        starts = [s for _, s, _ in intervals]
+        assert starts == sorted(starts) and all(e > s for _, s, e in intervals)
+
+
+def test_feature_block_holds_its_parallel_rows(reader: AtlasReader, atlas: Path) -> None:
+    block = reader.feature_block(10, 41)
+    query = "SELECT feature_id, rank, clip_id FROM feature_parallel WHERE feature_id BETWEEN 10 AND 41"
+    expected = plain(atlas, query + " ORDER BY feature_id, rank, clip_id")
+    got = block.parallel.select(["feature_id", "rank", "clip_id"]).to_pylist()
+    assert expected and [tuple(r.values()) for r in got] == expected
+    for row in block.parallel.to_pylist():
+        trace = np.frombuffer(row["trace"], "<f2")
+        assert 0 < len(trace) <= 150 and float(trace.max()) == pytest.approx(row["peak"], rel=1e-3)
+    scores = block.features.column("cross_lingual").to_pylist()
+    with_rows = {r[0] for r in expected}
+    assert all((s is not None) == (f in with_rows) for f, s in zip(range(10, 42), scores))
+    assert all(0.0 <= s <= 1.0 for s in scores if s is not None)
+
+
+def test_clip_top_features_carry_the_type(reader: AtlasReader, atlas: Path) -> None:
+    rows = reader.clip_top_features(0, 40)
+    types = dict(plain(atlas, "SELECT id, label_type FROM features"))
+    assert rows and all(row[7] == types[row[0]] for row in rows)
+
+
+def test_label_types_are_the_analysis_types() -> None:
+    assert schema.LABEL_TYPES == TYPES
+
+
+def test_taxonomy_reads_match_plain_sql(reader: AtlasReader, atlas: Path) -> None:
+    live = "FROM features WHERE density > 0 AND label_type <> ''"
+    assert reader.type_counts() == dict(plain(atlas, f"SELECT label_type, count(*) {live} GROUP BY 1"))
+    best = reader.best_of_types(3)
+    kinds = {k for (k,) in plain(atlas, f"SELECT DISTINCT label_type {live} AND label_type <> 'unexplained'")}
+    assert set(best) == kinds
+    for kind, rows in best.items():
+        expected = plain(
+            atlas, f"SELECT id {live} AND label_type = ? ORDER BY label_score DESC, id LIMIT 3", kind
+        )
+        assert [r["id"] for r in rows] == [i for (i,) in expected]
+        assert all(isinstance(r["runner_ups"], list) for r in rows)
+
+
+def test_feature_list_filters_by_type(reader: AtlasReader, atlas: Path) -> None:
+    total, rows = reader.list_features(FeatureFilter(label_type="lexical", sort="label_score", limit=500))
+    ((n,),) = plain(atlas, "SELECT count(*) FROM features WHERE density > 0 AND label_type = 'lexical'")
+    assert total == len(rows) == n > 0 and {r["label_type"] for r in rows} == {"lexical"}
+    assert [r["label_score"] for r in rows] == sorted((r["label_score"] for r in rows), reverse=True)
+
+
+def test_feature_rows_decode_json_and_nulls() -> None:
+    row = feature_row(
+        {"id": 1, "stability": float("nan"), "label_recall": 0.5, "runner_ups": '[{"label": "x"}]'}
+    )
+    assert row == {"id": 1, "stability": None, "label_recall": 0.5, "runner_ups": [{"label": "x"}]}
 
 
 def test_stored_pages_read_back(reader: AtlasReader) -> None:

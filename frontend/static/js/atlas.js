@@ -128,8 +128,42 @@
     else location.href = link.href;
   }
 
+  // Clip tiers: one tab stop per tier (roving tabindex); arrows step along a tier or to the interval of the
+  // tier above/below nearest in time; Enter/Space (a button's click) plays from the interval.
+  function moveInTier(button, key) {
+    const tier = button.closest(".tier");
+    const items = Array.from(tier.querySelectorAll("button.iv"));
+    let target = null;
+    const i = items.indexOf(button);
+    if (key === "ArrowRight") target = items[i + 1];
+    else if (key === "ArrowLeft") target = items[i - 1];
+    else if (key === "Home") target = items[0];
+    else if (key === "End") target = items[items.length - 1];
+    else {
+      const tiers = Array.from(tier.closest(".tiers").querySelectorAll(".tier"));
+      const other = tiers[tiers.indexOf(tier) + (key === "ArrowDown" ? 1 : -1)];
+      const choices = other ? Array.from(other.querySelectorAll("button.iv")) : [];
+      const t = parseFloat(button.dataset.seek) || 0;
+      let best = Infinity;
+      choices.forEach((c) => {
+        const d = Math.abs((parseFloat(c.dataset.seek) || 0) - t);
+        if (d < best) { best = d; target = c; }
+      });
+    }
+    if (!target) return;
+    target.closest(".tier").querySelectorAll("button.iv").forEach((b) => { b.tabIndex = -1; });
+    target.tabIndex = 0;
+    target.focus();
+  }
+
   document.addEventListener("keydown", (event) => {
     if (event.ctrlKey || event.metaKey || event.altKey) return;
+    const interval = event.target.closest && event.target.closest(".tier button.iv");
+    if (interval && ["ArrowLeft", "ArrowRight", "ArrowUp", "ArrowDown", "Home", "End"].includes(event.key)) {
+      event.preventDefault();
+      moveInTier(interval, event.key);
+      return;
+    }
     const typing = event.target.closest("input, select, textarea, [contenteditable]");
     if (typing) {
       if (event.key === "Escape") event.target.blur();
