@@ -11,18 +11,11 @@ from __future__ import annotations
 
 import re
 
+from pipelines.atlas.schema import LABEL_TYPES
+
 UNEXPLAINED = "unexplained"
-TYPES = (
-    "language",
-    "speaker",
-    "phonetic",
-    "lexical",
-    "positional",
-    "acoustic",
-    "boundary",
-    "non-speech",
-    UNEXPLAINED,
-)
+TYPES: tuple[str, ...] = LABEL_TYPES
+"""The feature types, declared once with the atlas column that stores them."""
 CONJUNCTIONS: dict[str, tuple[str, ...]] = {"language_phone": ("language", "phone")}
 """Conjunction attribute -> the attributes whose values it joins, in the order of its value's parts."""
 CONJUNCTION_SEPARATOR = ":"

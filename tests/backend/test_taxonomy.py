@@ -174,3 +174,9 @@ def test_an_atlas_without_scored_labels_is_still_served(unscored: Path) -> None:
         assert "provisional auto label" in feature and 'class="type ' not in feature
         assert '<select name="type">' not in client.get("/features").text
         assert math.isfinite(client.get(f"/api/v1/features/{items[0]['id']}").json()["label_score"])
+
+
+def test_overview_shows_the_explained_shares_and_seed_stability(client: TestClient) -> None:
+    page = client.get("/").text
+    assert "Explained (score" in page and "a random SAE" in page and "shuffled annotations" in page
+    assert "Seed stability:" in page and "trained with the next seed" in page
