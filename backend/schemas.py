@@ -292,3 +292,30 @@ class Health(BaseModel):
     prerendering: bool = Field(
         default=False, description="feature pages are being rendered in the background"
     )
+
+
+class TranscriptMeasures(BaseModel):
+    """A steered (or SAE-reconstructed) transcript judged against the baseline transcript of the same clip:
+    `/api/v1/steer` answers it as `measures` of its `reconstructed` and `steered` transcripts
+    (pipelines/steering/measures.py). A flipped language token alone is no success: the text can loop."""
+
+    text_language: str = Field(
+        description="language the text reads as (py3langid over Whisper's languages); '' when the text is "
+        "empty or too short to tell"
+    )
+    text_language_probability: float = Field(description="py3langid's probability of `text_language`, 0..1")
+    degenerate: bool = Field(
+        description="a repetition loop or nothing: empty, gzip compression ratio > 2.4, or one word n-gram "
+        "(n <= 4) repeated >= 3 times covering at least half the words"
+    )
+    cer_vs_baseline: float = Field(
+        description="character error rate against the baseline transcript (normalised text; can exceed 1)"
+    )
+    length_ratio: float = Field(
+        description="normalised characters of this transcript / of the baseline (baseline counted as >= 1)"
+    )
+    token_flipped: bool = Field(description="Whisper's detected language token differs from the baseline's")
+    target: str | None = Field(description="the language the steering asked for (null: none asked)")
+    succeeded_toward_target: bool | None = Field(
+        description="the text reads as `target` and is not degenerate (null when no target was asked)"
+    )

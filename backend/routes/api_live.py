@@ -67,5 +67,9 @@ async def analyze(request: Request) -> Any:
 
 @router.post("/steer", openapi_extra=_multipart({**AUDIO_FIELD, **SPEC_FIELD}), responses=ERRORS)
 async def steer(request: Request) -> Any:
-    """Baseline, SAE-reconstructed and steered transcripts of a clip (one encoder pass), with a word diff."""
+    """Baseline, SAE-reconstructed and steered transcripts of a clip (one encoder pass), with a word diff.
+
+    The reconstructed and steered transcripts carry `measures` against the baseline (TranscriptMeasures in
+    backend/schemas.py): the language their text reads as, a loop flag, CER, length ratio, whether the
+    language token flipped, and `succeeded_toward_target` (text reads as the target and does not loop)."""
     return await answer_json(request, steer_job)

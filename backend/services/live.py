@@ -4,7 +4,9 @@
 the transcript, language probabilities, a log-mel spectrogram (PNG, rendered server-side: a browser FFT
 cannot show Whisper's own log-mel) and the top features over time ("search via inference" in Neuronpedia,
 FREUD's upload view). `steer` returns baseline / SAE-reconstructed / steered transcripts from one encoder
-pass (pipelines.steering) plus a word diff. Both run on the worker thread (backend.services.inference).
+pass (pipelines.steering) plus a word diff; the reconstructed and steered ones carry their `measures`
+against the baseline (text language, loop flag, CER, success toward the target language). Both run on the
+worker thread (backend.services.inference).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from backend.schemas import TranscriptMeasures
 from backend.services.spectrogram import palette_png
 from backend.services.uploads import Upload
 from pipelines.constants import FRAME_SECONDS
@@ -57,7 +60,10 @@ def steer(res: "SteeringResources", upload: Upload, spec: "SteeringSpec") -> dic
     """Baseline, reconstructed and steered transcripts of one clip, with the features used and a word diff."""
     from pipelines.steering import steer as run_steering
 
-    return {**_upload_payload(upload), **run_steering(res, upload.audio, spec).to_dict()}
+    result = run_steering(res, upload.audio, spec).to_dict()
+    for name in ("reconstructed", "steered"):  # the documented shape (backend.schemas.TranscriptMeasures)
+        result[name]["measures"] = TranscriptMeasures.model_validate(result[name]["measures"]).model_dump()
+    return {**_upload_payload(upload), **result}
 
 
 def _upload_payload(upload: Upload) -> dict[str, Any]:

@@ -5,8 +5,10 @@
 - `directions`: the vector maths on one clip's real frames (add, clamp, reconstruct, language gradient).
 - `plan`: a spec resolved against one clip into an edit of its frames.
 - `run`: one request, encoding once and decoding baseline, reconstructed and steered states in one batch.
+- `measures`: a transcript judged against its baseline (text language, loop flag, CER, success to a target).
 """
 
+from pipelines.steering.measures import TranscriptMeasures, is_degenerate, measure, text_language
 from pipelines.steering.plan import SteeringPlan, UsedFeature, plan_steering
 from pipelines.steering.resources import (
     AtlasSteeringData,
@@ -48,14 +50,18 @@ __all__ = [
     "SteeringPlan",
     "SteeringResources",
     "SteeringSpec",
+    "TranscriptMeasures",
     "UsedFeature",
     "encode_clip",
     "heldout_clip_rows",
+    "is_degenerate",
     "language_means",
     "load_steering_resources",
+    "measure",
     "plan_steering",
     "run_model_and_layer",
     "steer",
+    "text_language",
     "transcription_dict",
     "word_diff",
 ]

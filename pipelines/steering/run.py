@@ -3,7 +3,9 @@
 The encoder runs ONCE per request; baseline, SAE-reconstructed and steered states are decoded in ONE batched
 `transcribe_encoded` call. With an SAE on an intermediate layer the two edits are applied there and flow
 through the remaining encoder layers in one batched pass. The result's JSON (`SteerResult.to_dict`) is the
-answer of both the CLI and the API, with a word-level diff of the baseline and steered transcripts.
+answer of both the CLI and the API, with a word-level diff of the baseline and steered transcripts. The
+reconstructed and steered transcripts each carry `measures` (pipelines.steering.measures): the language their
+text reads as, a loop flag, CER against the baseline, and whether they succeeded toward the target language.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import numpy as np
 import torch
 
 from pipelines.steering.directions import mean_frame_norm, reconstruct
+from pipelines.steering.measures import TranscriptMeasures, measure
 from pipelines.steering.plan import SteeringPlan, plan_steering
 from pipelines.steering.resources import SteeringResources
 from pipelines.steering.spec import MAX_NEW_TOKENS, SteeringSpec
@@ -89,19 +92,37 @@ class SteerResult:
     hidden_3TD: torch.Tensor
     """Final encoder states decoded, in order baseline / reconstructed / steered (real frames only)."""
 
+    def measures(self, name: str) -> TranscriptMeasures:
+        """The `reconstructed` or `steered` transcript judged against the baseline, for the plan's target."""
+        t = getattr(self, name)
+        return measure(
+            self.baseline.text, self.baseline.language, t.text, t.language, self.plan.target_language
+        )
+
     def warnings(self) -> list[str]:
         out = []
         if self.steered.repetitive:
             out.append("the steered output degenerated (a repetition loop or nothing): lower the strength")
         if self.reconstructed.repetitive and not self.baseline.repetitive:
             out.append("the SAE reconstruction alone already degrades this clip")
+        steered = self.measures("steered")
+        target = self.plan.target_language
+        if target and steered.token_flipped and not steered.succeeded_toward(target):
+            out.append(
+                f"the language token flipped, but the text does not read as {target} or loops: "
+                "see the steered transcript's measures"
+            )
         return out
 
     def to_dict(self) -> dict:
-        """The JSON answer of the CLI and the API: three transcripts, what was applied, a word diff."""
-        names = ("baseline", "reconstructed", "steered")
+        """The JSON answer of the CLI and the API: three transcripts (the reconstructed and steered ones with
+        their `measures` against the baseline), what was applied, a word diff."""
         return {
-            **{name: transcription_dict(getattr(self, name)) for name in names},
+            "baseline": transcription_dict(self.baseline),
+            **{
+                name: {**transcription_dict(getattr(self, name)), "measures": self.measures(name).to_dict()}
+                for name in ("reconstructed", "steered")
+            },
             "features_used": [asdict(f) for f in self.plan.features_used],
             "source_language": self.plan.source_language,
             "target_language": self.plan.target_language,

@@ -72,8 +72,41 @@ def test_steer_returns_baseline_reconstructed_and_steered(client) -> None:
     assert strong["features_used"] == [{"id": 5, "strength": 3, "label": "", "effect": None}]
     assert strong["steered"]["language_probs"] != strong["baseline"]["language_probs"]
     assert strong["baseline"] == body["baseline"] and strong["reconstructed"] == body["reconstructed"]
-    for name in ("baseline", "reconstructed", "steered"):
-        assert set(strong[name]) == {"text", "language", "language_probs", "repetitive"}
+    assert set(strong["baseline"]) == {"text", "language", "language_probs", "repetitive"}
+    for name in ("reconstructed", "steered"):
+        assert set(strong[name]) == {"text", "language", "language_probs", "repetitive", "measures"}
+        assert_measures(strong[name], strong["baseline"], target=None)
+    unchanged = body["steered"]["measures"]  # strength 0: the baseline's own text
+    assert unchanged["cer_vs_baseline"] == 0.0 and unchanged["token_flipped"] is False
+
+
+MEASURE_TYPES = {
+    "text_language": str,
+    "text_language_probability": float,
+    "degenerate": bool,
+    "cer_vs_baseline": float,
+    "length_ratio": float,
+    "token_flipped": bool,
+}
+
+
+def assert_measures(transcript: dict, baseline: dict, target: str | None) -> None:
+    """A transcript's `measures` (backend.schemas.TranscriptMeasures): every field present and typed."""
+    m = transcript["measures"]
+    assert set(m) == {*MEASURE_TYPES, "target", "succeeded_toward_target"}
+    for key, kind in MEASURE_TYPES.items():
+        assert isinstance(m[key], kind if kind is not float else (int, float)), key
+    assert 0.0 <= m["text_language_probability"] <= 1.0 and (m["text_language"] != "") == (
+        m["text_language_probability"] > 0
+    )
+    assert m["cer_vs_baseline"] >= 0 and m["length_ratio"] >= 0
+    assert m["token_flipped"] == (transcript["language"] != baseline["language"])
+    assert m["target"] == target
+    if target is None:
+        assert m["succeeded_toward_target"] is None
+    else:
+        expected = m["text_language"] == target and not m["degenerate"]
+        assert m["succeeded_toward_target"] is expected
 
 
 def test_steer_toward_a_language_without_an_atlas_ranks_features_on_the_clip(client) -> None:
@@ -84,6 +117,8 @@ def test_steer_toward_a_language_without_an_atlas_ranks_features_on_the_clip(cli
     body = r.json()
     assert body["selection"] == "clip" and body["target_language"] == "es" and body["source_language"] == "en"
     assert 1 <= len(body["features_used"]) <= 4 and all(f["effect"] > 0 for f in body["features_used"])
+    for name in ("reconstructed", "steered"):
+        assert_measures(body[name], body["baseline"], target="es")
 
 
 def test_a_browser_recording_in_webm_opus_is_accepted(client) -> None:
@@ -212,6 +247,14 @@ def test_partials_render_analysis_and_three_transcripts(client) -> None:
     steered = post(client, "/live/steer", spec={"features": [{"id": 2, "strength": 1.5}]})
     assert steered.status_code == 200
     assert steered.text.count('class="card live-transcript') == 3
+    assert steered.text.count('class="live-measures"') == 2  # reconstructed and steered, not the baseline
+    assert (
+        "text reads as" in steered.text and "CER vs baseline" in steered.text and "<summary>" in steered.text
+    )
+    assert "data-succeeded" not in steered.text  # no target language asked
+    toward = post(client, "/live/steer", spec={"toward_language": "es", "source_language": "en"})
+    assert toward.status_code == 200 and toward.text.count("data-succeeded=") == 2
+    assert "toward es" in toward.text
     error = post(client, "/live/steer", b"", spec={"features": [{"id": 2, "strength": 1.5}]})
     assert error.status_code == 400 and 'class="live-error"' in error.text
 

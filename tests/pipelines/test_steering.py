@@ -321,7 +321,13 @@ def test_result_to_dict_is_json_ready(res, audio) -> None:
     result = steer(res, audio, SteeringSpec(features=[{"id": 4, "strength": 0.3}], max_new_tokens=4))
     payload = json.loads(json.dumps(result.to_dict()))
     assert set(payload) >= {"baseline", "reconstructed", "steered", "features_used", "diff", "warnings"}
-    assert set(payload["steered"]) == {"text", "language", "language_probs", "repetitive"}
+    assert set(payload["baseline"]) == {"text", "language", "language_probs", "repetitive"}
+    for name in ("reconstructed", "steered"):
+        assert set(payload[name]) == {"text", "language", "language_probs", "repetitive", "measures"}
+        measures = payload[name]["measures"]
+        assert measures["target"] is None and measures["succeeded_toward_target"] is None  # no target asked
+        assert measures["token_flipped"] == (payload[name]["language"] != payload["baseline"]["language"])
+        assert measures["cer_vs_baseline"] >= 0 and measures["length_ratio"] >= 0
     assert payload["features_used"] == [{"id": 4, "strength": 0.3, "label": "", "effect": None}]
 
 
