@@ -59,7 +59,7 @@ from pipelines.model.loader import WhisperBundle
 from pipelines.model.transcribe import LANGUAGES
 from pipelines.paths import RunPaths
 from pipelines.sae.base import SparseAutoencoder
-from pipelines.sae.split import read_split
+from pipelines.sae.split import Split, read_split
 
 
 class AnalysisInputError(AtlasError):
@@ -74,6 +74,7 @@ def analyze(
     if meta is None or not meta.shards:
         raise missing_stage("activations", run.activations, "extract")
     clips = _checked_clips(meta, sae, bundle, corpus)
+    split = read_split(run.sae)
     languages, categories = corpus_groups(clips)
     with _progress() as progress, torch.no_grad():
         steps = _Steps(progress)
@@ -88,7 +89,7 @@ def analyze(
         effects, notes = _language_effects(meta, bundle, sae, languages.names, cfg)
         with steps.timed("clips"):
             clip_table, clip_text = _describe_clips(
-                run, meta, corpus, bundle, clips, scan, effects, cfg, steps
+                run, meta, corpus, bundle, clips, split, scan, effects, cfg, steps
             )
         with steps.timed("annotate"):
             advance = steps.bar("annotate frames", meta.n_frames)
@@ -96,7 +97,7 @@ def analyze(
         with steps.timed("parallel"):
             parallel = parallel_traces(run.activations, sae, clips)
         with steps.timed("interpret"):
-            interpretation, interpret_notes = _interpret(run, sae, annotations, scan)
+            interpretation, interpret_notes = _interpret(run, split, sae, annotations, scan)
             notes += interpret_notes
 
     words = _top_example_words(examples, clip_text, len(scan.fire_count))
@@ -220,14 +221,14 @@ def _describe_clips(
     corpus: Path,
     bundle: WhisperBundle,
     clips: list[Clip],
+    split: Split | None,
     scan: ScanResult,
     effects: LanguageEffectEstimate | None,
     cfg: AnalysisConfig,
     steps: _Steps,
 ) -> tuple[ClipTable, list[ClipText]]:
-    """Mels and transcripts of the extracted clips, window by window; a few windows per language feed
-    `effects`."""
-    split = read_split(run.sae)
+    """Mels and transcripts of the extracted clips, window by window; a few windows of the SAE's training
+    clips per language feed `effects`."""
     training = set(split.train) if split else None
     chosen = _effect_windows(clips, window_rows(meta), training, cfg.effect_windows_per_language)
     table, text = describe_clips(
@@ -266,10 +267,9 @@ def _effect_windows(
 
 
 def _interpret(
-    run: RunPaths, sae: LatentEncoder, annotations: FrameAnnotations, scan: ScanResult
+    run: RunPaths, split: Split | None, sae: LatentEncoder, annotations: FrameAnnotations, scan: ScanResult
 ) -> tuple[Interpretation | None, list[str]]:
     """The scored labels on the SAE's held-out clips (or None), and notes on what is missing."""
-    split = read_split(run.sae)
     if split is None or not split.evaluation:
         return None, ["labels skipped: the SAE's metrics.json records no held-out clips (train again)"]
     if not isinstance(sae, SparseAutoencoder):

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Literal
+from typing import Callable, Collection, Iterable, Iterator, Literal
 
 import numpy as np
 import torch
@@ -39,7 +39,7 @@ import torch
 from pipelines.activations import ActivationsMeta, iter_windows
 from pipelines.analysis.result import ClipTable, ClipText
 from pipelines.audio import decode_audio
-from pipelines.constants import FRAME_SECONDS, FRAMES_PER_WINDOW, SAMPLE_RATE, WINDOW_SAMPLES
+from pipelines.constants import FRAME_SECONDS, FRAMES_PER_WINDOW, SAMPLE_RATE, WINDOW_SAMPLES, WINDOW_SECONDS
 from pipelines.corpus.manifest import SPEECH, Clip
 from pipelines.model.align import FastWhisper, load_fast, reference_tokens, token_times, transcribe_words
 from pipelines.model.encoder import encode, features_for, real_frames
@@ -160,7 +160,7 @@ def split_words(
 
 def alignable(clip: Clip) -> bool:
     """Speech with a reference transcript that one window holds whole (a longer one is heard only in part)."""
-    return clip.category == SPEECH and bool(clip.transcript.strip()) and clip.duration <= 30.0
+    return clip.category == SPEECH and bool(clip.transcript.strip()) and clip.duration <= WINDOW_SECONDS
 
 
 @dataclass
@@ -302,7 +302,7 @@ def describe_clips(
     cached: dict[str, ClipText],
     max_new_tokens: int,
     *,
-    effect_windows: set[tuple[int, ...]] = frozenset(),  # type: ignore[assignment]
+    effect_windows: Collection[tuple[int, ...]] = (),
     on_hidden: HiddenHook = lambda states, frames: None,
     advance: Callable[[int], None] = lambda n: None,
     aligner: Aligner = "ct2",
