@@ -21,12 +21,13 @@ plan. A changed fingerprint (model, layer, manifest content, window mode) discar
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -39,6 +40,7 @@ from pipelines.errors import AtlasError, missing_stage
 from pipelines.model.encoder import check_layer, encode, features_for, real_frames
 from pipelines.model.loader import WhisperBundle
 from pipelines.model.packing import PackConfig, block_features, build_batch, packed_layout, plan_windows
+from pipelines.model.sizes import size_for_width
 from pipelines.paths import RunPaths
 from pipelines.recordings import WINDOW_MODES, Recording, WindowMode, join, plan_recordings
 from pipelines.stages import fingerprint
@@ -201,24 +203,30 @@ def extract(
     run: RunPaths,
     bundle: WhisperBundle,
     layer: int | None,
-    batch_size: int,
+    batch_size: int | None,
     window: WindowMode = "recording",
     *,
     context_frames: int = PackConfig.context_frames,
     shard_frames: int = SHARD_FRAMES,
     on_progress: Callable[[int, int], None] | None = None,
+    engine: ChunkEngine | None = None,
 ) -> ExtractReport:
     """Encode every clip of `corpus` not yet extracted and append its real frames to `run`'s shards.
 
     `on_progress(clips_finished, clips_total)` is called after each shard (the count includes resumed clips).
+    `engine` encodes the chunks (default `encode_locally` with `bundle`; `pipelines.engines.ray_extract` on a
+    Ray cluster); planning, shards, meta.json and resumption are this function's whatever the engine.
+    `layer` and `batch_size` default to the model size's row of `pipelines.model.sizes` (the layer capped
+    at the model's depth, for a model of another depth than its width's row).
     """
-    if batch_size < 1:
+    size = size_for_width(bundle.d_model)
+    if batch_size is not None and batch_size < 1:
         raise AtlasError(f"batch size must be at least 1, got {batch_size}")
     if window not in WINDOW_MODES:
         raise AtlasError(f"unknown window mode {window!r}: choose one of {', '.join(WINDOW_MODES)}")
     if not (corpus / MANIFEST_NAME).is_file():
         raise missing_stage("corpus manifest", corpus, "corpus build")
-    layer = bundle.n_layers if layer is None else layer
+    layer = min(size.layer, bundle.n_layers) if layer is None else layer
     try:
         check_layer(bundle, layer)
     except ValueError as exc:
@@ -250,37 +258,102 @@ def extract(
     )
     started = time.perf_counter()
     finished = report.clips_skipped
-    for chunk in _chunks(todo, clips, shard_frames):
-        windows = _decode_chunk(corpus, clips, chunk, report)
-        if windows:
-            with torch.inference_mode():
-                rests: list = []
-                if config is not None:
-                    acts, n_windows = _encode_packed(bundle, windows, layer, batch_size, config)
-                else:
-                    acts, rests = _encode_windows(bundle, windows, layer, batch_size, meta.decodable)
-                    n_windows = len(windows)
-            _append(run.activations, meta, windows, acts, rests, report)
-            report.windows += n_windows
-        finished += sum(len(u.rows) for u in chunk)
+    job = ExtractJob(corpus, layer, batch_size, config, meta.decodable)
+    planned = _chunks(todo, clips, shard_frames)
+    chunks = [ChunkWork(c, {r: clips[r] for u in c for r in u.rows}) for c in planned]
+    encoded = (engine or functools.partial(encode_locally, bundle))(job, chunks)
+    for work, result in zip(chunks, encoded, strict=True):
+        report.failed += result.failed
+        if result.windows:
+            _append(run.activations, meta, result.windows, result.acts, result.rests, report)
+            report.windows += result.n_windows
+        finished += sum(len(u.rows) for u in work.units)
         if on_progress is not None:
             on_progress(finished, len(clips))
     report.seconds = time.perf_counter() - started
     return report
 
 
-def _decode_chunk(
-    corpus: Path, clips: list[Clip], chunk: list[Recording], report: ExtractReport
-) -> list[_Window]:
-    """The windows of the chunk's units; clips that fail to decode are listed in `report.failed`."""
+@dataclass
+class ExtractJob:
+    """How every chunk of one extraction is encoded, whichever engine encodes it."""
+
+    corpus: Path
+    layer: int
+    batch_size: int | None
+    """Windows per encoder call; None: the model size's default on the device that encodes."""
+    pack: PackConfig | None
+    """Packed windows' settings; None for recording and solo windows."""
+    keep_rest: bool
+    """Also keep each window's other frames (decodable activations, `WindowRest`)."""
+
+
+@dataclass
+class ChunkWork:
+    """One shard's worth of units and the manifest rows they hold (all that decoding them needs)."""
+
+    units: list[Recording]
+    clips: dict[int, Clip]
+
+
+@dataclass
+class DecodedChunk:
+    windows: list[_Window]
+    failed: list[str]
+    """`clip id: reason` of the chunk's clips that could not be decoded."""
+
+
+@dataclass
+class EncodedChunk:
+    """What `_append` writes as one shard: the chunk's windows (their audio dropped), each span's activations,
+    with `keep_rest` each window's other frames, the encoder windows run, and the clips that failed."""
+
+    windows: list[_Window]
+    acts: list
+    rests: list
+    n_windows: int
+    failed: list[str]
+
+
+ChunkEngine = Callable[[ExtractJob, list[ChunkWork]], Iterator[EncodedChunk]]
+"""Encodes the chunks and yields each one's result, in order, as soon as it is done."""
+
+
+def encode_locally(bundle: WhisperBundle, job: ExtractJob, chunks: list[ChunkWork]) -> Iterator[EncodedChunk]:
+    """The local engine: each chunk decoded and encoded in this process, one after the other."""
+    for work in chunks:
+        yield encode_chunk(bundle, job, decode_chunk(job, work))
+
+
+def encode_chunk(bundle: WhisperBundle, job: ExtractJob, decoded: DecodedChunk) -> EncodedChunk:
+    """The activations of a decoded chunk's windows, in batches of `job.batch_size` windows."""
+    batch_size = job.batch_size or size_for_width(bundle.d_model).extract_batch(bundle.device.type)
+    acts: list = []
+    rests: list = []
+    n_windows = 0
+    if decoded.windows:
+        with torch.inference_mode():
+            if job.pack is not None:
+                acts, n_windows = _encode_packed(bundle, decoded.windows, job.layer, batch_size, job.pack)
+            else:
+                acts, rests = _encode_windows(bundle, decoded.windows, job.layer, batch_size, job.keep_rest)
+                n_windows = len(decoded.windows)
+    spans = [_Window(np.zeros(0, np.float32), w.spans) for w in decoded.windows]
+    return EncodedChunk(spans, acts, rests, n_windows, decoded.failed)
+
+
+def decode_chunk(job: ExtractJob, work: ChunkWork) -> DecodedChunk:
+    """The windows of the chunk's units, and the clips that failed to decode."""
     windows: list[_Window] = []
-    for unit in chunk:
+    failed: list[str] = []
+    clips = work.clips
+    for unit in work.units:
         rows, audios = [], []
         for row in unit.rows:
             try:
-                audio = decode_audio(corpus / clips[row].path)
+                audio = decode_audio(job.corpus / clips[row].path)
             except AtlasError as exc:
-                report.failed.append(f"{clips[row].id}: {exc}")
+                failed.append(f"{clips[row].id}: {exc}")
                 continue
             if real_frames(len(audio)) > 0:
                 rows.append(row)
@@ -291,8 +364,8 @@ def _decode_chunk(
             try:
                 windows.append(_recording_window(rows, audios))
             except ValueError as exc:
-                report.failed += [f"{clips[row].id}: {exc}" for row in rows]
-    return windows
+                failed += [f"{clips[row].id}: {exc}" for row in rows]
+    return DecodedChunk(windows, failed)
 
 
 def _append(

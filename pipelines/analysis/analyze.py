@@ -30,7 +30,7 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from pipelines.activations import ActivationsMeta, read_meta
-from pipelines.analysis.clips import describe_clips, run_windows, window_rows
+from pipelines.analysis.clips import BatchTranscribe, describe_clips, run_windows, window_rows
 from pipelines.analysis.config import AnalysisConfig
 from pipelines.analysis.effects import LanguageEffectEstimate
 from pipelines.analysis.groups import corpus_groups
@@ -67,9 +67,17 @@ class AnalysisInputError(AtlasError):
 
 
 def analyze(
-    run: RunPaths, corpus: Path, bundle: WhisperBundle, sae: LatentEncoder, cfg: AnalysisConfig
+    run: RunPaths,
+    corpus: Path,
+    bundle: WhisperBundle,
+    sae: LatentEncoder,
+    cfg: AnalysisConfig,
+    transcribe: BatchTranscribe | None = None,
 ) -> AnalysisResult:
-    """Analyse every feature of `sae` over the run's activation shards and `corpus`; save and return it."""
+    """Analyse every feature of `sae` over the run's activation shards and `corpus`; save and return it.
+
+    `transcribe` runs the windows' transcription and alignment, the heaviest step (default: here, one batch
+    after the other; `pipelines.engines.ray_transcribe` on a Ray actor pool)."""
     meta = read_meta(run.activations)
     if meta is None or not meta.shards:
         raise missing_stage("activations", run.activations, "extract")
@@ -89,7 +97,7 @@ def analyze(
         effects, notes = _language_effects(meta, bundle, sae, languages.names, cfg)
         with steps.timed("clips"):
             clip_table, clip_text = _describe_clips(
-                run, meta, corpus, bundle, clips, split, scan, effects, cfg, steps
+                run, meta, corpus, bundle, clips, split, scan, effects, cfg, steps, transcribe
             )
         with steps.timed("annotate"):
             advance = steps.bar("annotate frames", meta.n_frames)
@@ -226,6 +234,7 @@ def _describe_clips(
     effects: LanguageEffectEstimate | None,
     cfg: AnalysisConfig,
     steps: _Steps,
+    transcribe: BatchTranscribe | None,
 ) -> tuple[ClipTable, list[ClipText]]:
     """Mels and transcripts of the extracted clips, window by window; a few windows of the SAE's training
     clips per language feed `effects`."""
@@ -243,6 +252,7 @@ def _describe_clips(
         advance=steps.bar("mels, transcripts, effects", int((scan.clip_frames > 0).sum())),
         aligner=cfg.aligner,
         transcribe_all=cfg.transcribe_all,
+        transcribe=transcribe,
     )
     table.n_frames = scan.clip_frames
     return table, text

@@ -29,7 +29,9 @@ words are not its reference's, once it has one).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import functools
+from collections import deque
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Collection, Iterable, Iterator, Literal
 
@@ -198,6 +200,26 @@ def _states(bundle: WhisperBundle, batch: list[_Pending]) -> torch.Tensor:
     return torch.stack(rows)
 
 
+WindowWords = list[list[tuple[ClipWords, ClipWords]]]
+"""Per window of a batch, per clip: (Whisper's words, words to store)."""
+
+
+@dataclass
+class TranscribeJob:
+    """A batch of windows of one decode language whose words are stale: what `WindowTranscriber` reads."""
+
+    states_BTD: torch.Tensor
+    batch: list[_Pending]
+    """The windows, without their stored states (`states_BTD` holds them)."""
+    clips: list[list[Clip]]
+    language: str
+
+
+BatchTranscribe = Callable[[Iterable[TranscribeJob]], Iterator[WindowWords]]
+"""Transcribes jobs and yields one result per job, in order (locally one by one; on Ray, several at once:
+`pipelines.engines.ray_transcribe`)."""
+
+
 class WindowTranscriber:
     """(Whisper's words, words to store) per clip for batches of windows of one decode language."""
 
@@ -214,9 +236,12 @@ class WindowTranscriber:
         refs = [reference_tokens(self.fast, c.transcript) for c in clips]
         return refs if sum(len(r) for r in refs) <= self.fast.max_tokens else None
 
+    def run(self, job: TranscribeJob) -> WindowWords:
+        return self(job.states_BTD, job.batch, job.clips, job.language)
+
     def __call__(
         self, states_BTD: torch.Tensor, batch: list[_Pending], clips: list[list[Clip]], language: str
-    ) -> list[list[tuple[ClipWords, ClipWords]]]:
+    ) -> WindowWords:
         durations = [[len(a) / SAMPLE_RATE for a in p.audios] for p in batch]
         n_frames = [p.n_frames for p in batch]
         refs = [self.references(c) for c in clips]
@@ -307,21 +332,26 @@ def describe_clips(
     advance: Callable[[int], None] = lambda n: None,
     aligner: Aligner = "ct2",
     transcribe_all: bool = False,
+    transcribe: BatchTranscribe | None = None,
 ) -> tuple[ClipTable, list[ClipText]]:
     """Mels and transcripts of the clips of `windows` (others get empty entries); the final encoder states
     of the windows in `effect_windows` go to `on_hidden`.
 
     Windows are batched by decode language; a window whose clips all have current cached text is not
-    decoded again (nor encoded, unless `on_hidden` wants it).
+    decoded again (nor encoded, unless `on_hidden` wants it). `transcribe` runs the batches (default: a
+    `WindowTranscriber` of `bundle` here, with `aligner`, `max_new_tokens` and `transcribe_all`).
     """
     n_clips = len(clips)
     mels: list[np.ndarray] = [np.zeros((0, 0), np.uint8)] * n_clips
     vmin, vmax = np.zeros(n_clips, np.float32), np.ones(n_clips, np.float32)
     text = [ClipText(c.id, decode_language(c), "", []) for c in clips]
-    transcriber = WindowTranscriber(bundle, aligner, max_new_tokens, transcribe_all)
+    if transcribe is None:
+        transcriber = WindowTranscriber(bundle, aligner, max_new_tokens, transcribe_all)
+        transcribe = functools.partial(map, transcriber.run)  # one job at a time, when its words are wanted
     pending: dict[str, list[_Pending]] = {}
+    submitted: deque[TranscribeJob] = deque()
 
-    def flush(language: str) -> None:
+    def flush(language: str) -> Iterator[TranscribeJob]:
         batch = [p for p in pending.pop(language, []) if p.stale or p.effects]
         if not batch:
             return
@@ -333,15 +363,17 @@ def describe_clips(
         if not stale:
             return
         window_clips = [[clips[r] for r in batch[i].window.rows] for i in stale]
-        results = transcriber(states_BTD[stale], [batch[i] for i in stale], window_clips, language)
-        for i, per_clip in zip(stale, results):
-            for row, (heard, spoken) in zip(batch[i].window.rows, per_clip):
-                # Non-speech keeps Whisper's hypothesis only: word times there would time invented words.
-                stored = [(w.strip(), s, e) for w, s, e in spoken] if clips[row].category == SPEECH else []
-                text[row] = ClipText(clips[row].id, language, "".join(w for w, _, _ in heard).strip(), stored)
-            advance(len(batch[i].window.rows))
+        slim = [replace(batch[i], window=ClipWindow(batch[i].window.rows)) for i in stale]
+        submitted.append(TranscribeJob(states_BTD[stale], slim, window_clips, language))
+        yield submitted[-1]
 
-    for window in windows:
+    def jobs() -> Iterator[TranscribeJob]:
+        for window in windows:
+            yield from describe_window(window)
+        for language in list(pending):
+            yield from flush(language)
+
+    def describe_window(window: ClipWindow) -> Iterator[TranscribeJob]:
         audios = [decode_audio(corpus / clips[r].path) for r in window.rows]
         language = decode_language(clips[window.rows[0]])
         stale = False
@@ -356,9 +388,17 @@ def describe_clips(
             advance(len(window.rows))
         pending.setdefault(language, []).append(_prepare(window, audios, stale, window.key in effect_windows))
         if len(pending[language]) == WINDOWS_PER_BATCH:
-            flush(language)
-    for language in list(pending):
-        flush(language)
+            yield from flush(language)
+
+    for results in transcribe(jobs()):
+        job = submitted.popleft()
+        for pending_window, per_clip in zip(job.batch, results):
+            for row, (heard, spoken) in zip(pending_window.window.rows, per_clip):
+                # Non-speech keeps Whisper's hypothesis only: word times there would time invented words.
+                stored = [(w.strip(), s, e) for w, s, e in spoken] if clips[row].category == SPEECH else []
+                hypothesis = "".join(w for w, _, _ in heard).strip()
+                text[row] = ClipText(clips[row].id, job.language, hypothesis, stored)
+            advance(len(pending_window.window.rows))
     mel_frames = np.array([m.shape[1] if m.size else 0 for m in mels], np.int32)
     table = ClipTable(
         n_frames=np.zeros(n_clips, np.int64),

@@ -6,6 +6,13 @@ from typing import Annotated, Optional
 
 import typer
 
+from pipelines.commands.engine_options import (
+    AddressOption,
+    EngineOption,
+    NumCpusOption,
+    WorkersOption,
+    ray_config,
+)
 from pipelines.model.pack_config import PackConfig
 from pipelines.paths import DEFAULT_CORPUS, DEFAULT_RUN
 from pipelines.recordings import WindowMode
@@ -22,7 +29,10 @@ def register(app: typer.Typer) -> None:
         layer: Annotated[
             Optional[int], typer.Option(help="Encoder layer 0..N (default N: the final output).")
         ] = None,
-        batch_size: Annotated[int, typer.Option(help="Windows per encoder call.")] = 4,
+        batch_size: Annotated[
+            Optional[int],
+            typer.Option(help="Windows per encoder call (default: by model size and device, SCALING.md)."),
+        ] = None,
         window: Annotated[
             WindowMode,
             typer.Option(
@@ -35,35 +45,52 @@ def register(app: typer.Typer) -> None:
         pack_context: Annotated[
             int, typer.Option(help="Padding frames (20 ms) each packed clip keeps (--window packed).")
         ] = PackConfig.context_frames,
+        engine: EngineOption = "local",
+        address: AddressOption = None,
+        num_cpus: NumCpusOption = None,
+        workers: WorkersOption = None,
     ) -> None:
-        """Run Whisper's encoder over the corpus and store float16 activations of real frames (resumable)."""
+        """Run Whisper's encoder over the corpus and store float16 activations of real frames (resumable).
+
+        With --engine ray, Ray Data decodes the audio and an actor pool runs the encoder (a GPU per actor
+        when the cluster has GPUs); the shards, meta.json and resumption are the local engine's."""
+        import functools
+        from contextlib import nullcontext
+
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+        from pipelines.engines.cluster import ray_session
+        from pipelines.engines.ray_extract import RayExtraction
         from pipelines.extract import extract
         from pipelines.model.loader import load_whisper
         from pipelines.paths import RunPaths, corpus_dir
 
         console = Console()
         paths = RunPaths.named(run)
-        bundle = load_whisper(model)
+        cluster = ray_config(engine, address, num_cpus, workers)
         columns = (TextColumn("extract"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-        with Progress(*columns, console=console) as progress:
-            task = progress.add_task("clips", total=None)
+        with ray_session(cluster) if cluster else nullcontext():
+            # On Ray the actors encode; this process plans and writes (the model on CPU for its shape).
+            bundle = load_whisper(model, device="cpu" if cluster else None)
+            chunks = RayExtraction(functools.partial(load_whisper, model), cluster) if cluster else None
+            with Progress(*columns, console=console) as progress:
+                task = progress.add_task("clips", total=None)
 
-            def update(finished: int, total: int) -> None:
-                progress.update(task, completed=finished, total=total)
+                def update(finished: int, total: int) -> None:
+                    progress.update(task, completed=finished, total=total)
 
-            report = extract(
-                corpus_dir(corpus),
-                paths,
-                bundle,
-                layer,
-                batch_size,
-                window,
-                context_frames=pack_context,
-                on_progress=update,
-            )
+                report = extract(
+                    corpus_dir(corpus),
+                    paths,
+                    bundle,
+                    layer,
+                    batch_size,
+                    window,
+                    context_frames=pack_context,
+                    on_progress=update,
+                    engine=chunks,
+                )
         if report.restarted:
             console.print("inputs changed (model, layer, corpus or windows): previous activations discarded")
         for failure in report.failed:
