@@ -20,6 +20,10 @@ from pipelines.errors import AtlasError
 Arch = Literal["topk", "batchtopk", "relu"]
 ARCHS: tuple[str, ...] = get_args(Arch)
 
+STREAM_BUFFER_FRAMES = 262_144
+"""Frames the shuffle buffer of online training holds by default (`pipelines.sae.stream`; float16: 256 MiB
+at whisper-base's width, 384 MiB at small's)."""
+
 
 class SAEConfigError(AtlasError):
     """An SAE or training setting is out of range."""
