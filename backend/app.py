@@ -28,7 +28,7 @@ from backend.errors import AtlasUnavailableError
 from backend.html import FeaturePages
 from backend.middleware import OriginCheck, UnexpectedErrors, error_response
 from backend.rendering import STATIC, feature_page, make_templates, page_identity
-from backend.routes import api, api_live, docs, pages, pages_live
+from backend.routes import api, api_explore, api_live, docs, pages, pages_live
 from backend.services.atlas import AtlasService
 from backend.services.inference import InferenceService
 from backend.services.provider import AtlasProvider
@@ -85,6 +85,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(api.health_router)
     app.include_router(api.router)
     app.include_router(pages.router)
+    app.include_router(api_explore.router)
     app.include_router(api_live.router)
     app.include_router(pages_live.router)
     assets = docs.swagger_assets()

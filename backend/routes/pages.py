@@ -83,6 +83,26 @@ def feature_examples(
     return render(request, "partials/examples.html", atlas=atlas, f=detail, examples=examples[offset:])
 
 
+@router.get("/map", response_class=HTMLResponse)
+async def feature_map(request: Request, atlas: AtlasDep, provider: ProviderDep) -> Response:
+    """The map of the dictionary: the points come from /api/v1/map (map.js draws them)."""
+
+    def make() -> bytes:
+        return page_bytes(request.app.state.templates, "map.html", {"atlas": atlas})
+
+    return await render_cached(request, provider, ("map", atlas.version), make)
+
+
+@router.get("/lists", response_class=HTMLResponse)
+async def feature_lists(request: Request, atlas: AtlasDep, provider: ProviderDep) -> Response:
+    """Named feature lists, kept in the browser's storage (lists.js): the page is the same for everyone."""
+
+    def make() -> bytes:
+        return page_bytes(request.app.state.templates, "lists.html", {"atlas": atlas})
+
+    return await render_cached(request, provider, ("lists", atlas.version), make)
+
+
 @router.get("/clips/{clip_id}", response_class=HTMLResponse)
 async def clip(request: Request, atlas: AtlasDep, provider: ProviderDep, clip_id: ClipId) -> Response:
     def make() -> bytes:

@@ -1,8 +1,10 @@
 """`build`: turn a saved analysis into `atlas.duckdb` (a new file swapped in atomically by `write_atlas`).
 
-This step is cheap (no model, no SAE forward): it reads `data/runs/<run>/analysis/`, the corpus manifest,
-the SAE's cfg.json and metrics.json, and the activation meta, and lays them out in the schema of
-`pipelines.atlas.schema`, every per-feature table sorted by feature id. The finished file's feature pages are
+This step is cheap (no Whisper): it reads `data/runs/<run>/analysis/`, the corpus manifest, the SAE's
+cfg.json and metrics.json, and the activation meta, and lays them out in the schema of
+`pipelines.atlas.schema`, every per-feature table sorted by feature id. The explore tables (frame codes,
+similar-moment index, feature map: `pipelines.atlas.explore`) encode the shards once more with the SAE and
+map its decoder. The finished file's feature pages are
 then rendered once by the web layer's page code and stored in it (`feature_pages`), so the server answers a
 first visit with a lookup instead of a render.
 """
@@ -20,6 +22,7 @@ import pyarrow as pa
 
 from pipelines.analysis.result import KINDS, AnalysisResult, ParallelTable
 from pipelines.annotate.frames import FrameAnnotations
+from pipelines.atlas.explore import ExploreInputs, explore_inputs, explore_tables
 from pipelines.atlas.schema import FRAME_SECONDS
 from pipelines.atlas.tables import density_histogram_table, histogram_columns, list_array, share_table
 from pipelines.atlas.writer import Derive, write_atlas
@@ -59,7 +62,10 @@ def build_atlas(run: RunPaths, corpus: Path) -> Path:
         )
     sae_cfg = _read_json(run.sae / "cfg.json")
     metrics = _read_json(run.sae / "metrics.json")
-    tables = atlas_tables(result, clips, corpus, sae_cfg, metrics)
+    density_F = result.features.fire_count / max(result.meta.n_frames, 1)
+    explore = explore_inputs(run, density_F, result.clips.n_frames)
+    steering = _read_json(run.root / "steering" / "presets.json") or None  # `whisper-atlas calibrate`
+    tables = atlas_tables(result, clips, corpus, sae_cfg, metrics, explore, steering)
     return write_atlas(run.atlas, tables, derive=page_renderer())
 
 
@@ -68,9 +74,16 @@ def _read_json(path: Path) -> dict:
 
 
 def atlas_tables(
-    result: AnalysisResult, clips: list[Clip], corpus: Path, sae_cfg: dict, metrics: dict
+    result: AnalysisResult,
+    clips: list[Clip],
+    corpus: Path,
+    sae_cfg: dict,
+    metrics: dict,
+    explore: ExploreInputs | None = None,
+    steering: dict | None = None,
 ) -> dict[str, pa.Table]:
-    """Every atlas table, as Arrow tables whose columns match the schema.
+    """Every atlas table, as Arrow tables whose columns match the schema (the explore tables from `explore`;
+    left empty without it).
 
     The one constructor of an atlas's content: `build_atlas` feeds it the saved analysis, and the tests'
     synthetic atlas (`tests/fixtures/synthetic_atlas.py`) an invented one, so neither can drift.
@@ -136,8 +149,9 @@ def atlas_tables(
             "effect": feats.effects[live].ravel().astype(np.float32),
         }
     )
+    explored, explore_info = explore_tables(explore, feats.fire_count / n_frames) if explore else ({}, None)
     return {
-        "run": _run_table(result, clips, sae_cfg, metrics),
+        "run": _run_table(result, clips, sae_cfg, metrics, explore_info, steering),
         **_clip_tables(result, clips, corpus),
         "features": features,
         "examples": _examples_table(result),
@@ -146,6 +160,7 @@ def atlas_tables(
         "feature_categories": categories,
         "feature_language_effects": effects,
         "density_histogram": density_histogram_table(feats.fire_count / n_frames),
+        **explored,
     }
 
 
@@ -348,7 +363,14 @@ def _clip_tables(result: AnalysisResult, clips: list[Clip], corpus: Path) -> dic
     }
 
 
-def _run_table(result: AnalysisResult, clips: list[Clip], sae_cfg: dict, metrics: dict) -> pa.Table:
+def _run_table(
+    result: AnalysisResult,
+    clips: list[Clip],
+    sae_cfg: dict,
+    metrics: dict,
+    explore: dict | None,
+    steering: dict | None = None,
+) -> pa.Table:
     meta = result.meta
     minutes = FRAME_SECONDS / 60
     info = {
@@ -384,4 +406,8 @@ def _run_table(result: AnalysisResult, clips: list[Clip], sae_cfg: dict, metrics
     }
     if result.interpretation is not None:
         info["interpretation"] = result.interpretation.summary
+    if explore is not None:
+        info["explore"] = explore
+    if steering is not None:
+        info["steering"] = steering
     return pa.table({"key": list(info), "value": [json.dumps(v, ensure_ascii=False) for v in info.values()]})

@@ -28,10 +28,14 @@ from pipelines.atlas.schema import (
     feature_categories,
     feature_language_effects,
     feature_languages,
+    feature_map,
     feature_pages,
     feature_parallel,
     features,
+    frame_codes,
     run,
+    similar_windows,
+    window_postings,
 )
 
 _DIALECT = duckdb_engine.Dialect(paramstyle="numeric_dollar")
@@ -198,6 +202,50 @@ def _best_of_types() -> sa.Select:
     )
 
 
+def _window_candidates() -> sa.Select:
+    """The first `max_rank` postings of each of the `features` (a list): the candidate windows of a query."""
+    c = window_postings.c
+    return sa.select(c.window_id, c.feature_id, c.weight).where(
+        c.feature_id == sa.any_(sa.bindparam("features")), c.rank < sa.bindparam("max_rank")
+    )
+
+
+def _window_scores() -> sa.Select:
+    """Every window's dot product with a query (`features`, `weights`: two lists), from all the postings: the
+    exhaustive reference the index is measured against."""
+    query = sa.select(
+        sa.func.unnest(sa.bindparam("features")).label("feature_id"),
+        sa.func.unnest(sa.bindparam("weights")).label("weight"),
+    ).subquery("query")
+    c, w = window_postings.c, similar_windows.c
+    scores = (
+        sa.select(c.window_id, sa.func.sum(c.weight * query.c.weight).label("score"))
+        .join_from(window_postings, query, c.feature_id == query.c.feature_id)
+        .group_by(c.window_id)
+        .subquery("scores")
+    )
+    return sa.select(w.window_id, w.clip_id, w.start_frame, w.end_frame, scores.c.score).join_from(
+        similar_windows, scores, w.window_id == scores.c.window_id
+    )
+
+
+def _feature_map() -> sa.Select:
+    c = features.c
+    return (
+        sa.select(
+            feature_map.c.feature_id,
+            feature_map.c.x,
+            feature_map.c.y,
+            c.label,
+            c.label_type,
+            c.top_language,
+            c.density,
+        )
+        .join_from(feature_map, features, features.c.id == feature_map.c.feature_id)
+        .order_by(feature_map.c.feature_id)
+    )
+
+
 def _below(column: sa.ColumnElement) -> sa.ColumnElement[bool]:
     return column < sa.bindparam("d_sae")
 
@@ -238,6 +286,15 @@ _STATEMENTS: dict[str, Callable[[], Any]] = {
         feature_language_effects.c.language,
         feature_language_effects.c.effect,
     ).where(_below(feature_language_effects.c.feature_id)),
+    "frame_codes": lambda: sa.select(
+        frame_codes.c.n_frames, frame_codes.c.k, frame_codes.c.feature_ids, frame_codes.c.acts
+    ).where(frame_codes.c.clip_id == sa.bindparam("clip_id")),
+    "window_candidates": _window_candidates,
+    "window_sketches": lambda: sa.select(similar_windows).where(
+        similar_windows.c.window_id == sa.any_(sa.bindparam("ids"))
+    ),
+    "window_scores": _window_scores,
+    "feature_map": _feature_map,
     "user_views": lambda: sa.text(
         "SELECT view_name FROM duckdb_views() WHERE database_name = 'atlas' AND NOT internal"
     ),

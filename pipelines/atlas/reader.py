@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import threading
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ from pipelines.atlas.queries import (
     whole_table,
 )
 from pipelines.atlas.schema import SCHEMA_VERSION, features, metadata
+from pipelines.atlas.tables import decode_codes
 from pipelines.errors import AtlasError
 
 __all__ = [
@@ -319,6 +321,35 @@ class AtlasReader:
         """(feature_id, kind, start_frame, end_frame, peak_frame, peak_act, acts, label_type) of the `limit`
         features with the strongest example on the clip, each at its strongest example, strongest first."""
         return self._rows("clip_top_features", clip_id=clip_id, limit=limit)
+
+    def frame_codes(self, clip_id: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """(features_TK uint16, acts_TK float32) of every frame of the clip (`schema.frame_codes`), or None
+        when the atlas holds none for it."""
+        rows = self._rows("frame_codes", clip_id=clip_id)
+        if not rows:
+            return None
+        n_frames, k, feature_ids, acts = rows[0]
+        try:
+            return decode_codes(feature_ids, acts, n_frames, k)
+        except (ValueError, zlib.error):
+            raise AtlasFileError(f"clip {clip_id}'s frame codes are damaged: rebuild the atlas") from None
+
+    def window_candidates(self, feature_ids: list[int], max_rank: int) -> pa.Table:
+        """(window_id, feature_id, weight) of the first `max_rank` postings of each feature given."""
+        return self._arrow("window_candidates", features=feature_ids, max_rank=max_rank)
+
+    def window_sketches(self, window_ids: list[int]) -> pa.Table:
+        """The `similar_windows` rows of the windows given (any order)."""
+        return self._arrow("window_sketches", ids=window_ids)
+
+    def window_scores(self, feature_ids: list[int], weights: list[float]) -> pa.Table:
+        """(window_id, clip_id, start_frame, end_frame, score) of every window sharing a feature with the
+        query, scored from all the postings (the exhaustive reference of the index)."""
+        return self._arrow("window_scores", features=feature_ids, weights=weights)
+
+    def feature_map(self) -> pa.Table:
+        """(feature_id, x, y, label, label_type, top_language, density) of every mapped feature, by id."""
+        return self._arrow("feature_map")
 
     def clip_mel(self, clip_id: int) -> tuple[int, int, bytes] | None:
         """(n_mels, n_frames, uint8 bytes) of the clip's stored log-mel, or None."""

@@ -17,6 +17,9 @@ What the tables hold (written by `pipelines.atlas.build` from `pipelines.analysi
   and `interpretation` when the analysis scored its labels (`pipelines.analysis.result.Interpretation`'s
   summary: threshold, heldout_frames, heldout_clips, counts, control_counts {random_sae, shuffled},
   explained_share {sae, random_sae, shuffled}, stable_share).
+  `steering` when `whisper-atlas calibrate` ran: its presets.json (`pipelines.steering.calibrate`: each
+  preset's id, description, spec, default strength and strength curve on training clips, and the comparison
+  of feature rankings).
 - `clips`: every manifest clip, `id` = its manifest row (the activations index uses the same rows);
   `clip_mels`: its log-mel once, uint8 with the values 0 and 255 stand for; `clip_words`: its words with
   start/end seconds: Whisper's (speech decoded in the clip's language, other clips in the detected one), or
@@ -53,6 +56,20 @@ What the tables hold (written by `pipelines.atlas.build` from `pipelines.analysi
   examples_shown}: the page code that rendered them; the server uses them only when its own is the same).
   Empty when the writer was given no renderer: the server then renders each page when it is asked for.
 
+- `frame_codes` (explore by example: `pipelines.analysis.frame_codes`): per clip, every frame's SAE code as
+  its `k` strongest (latent, activation) pairs; for a TopK SAE of that k these are all of its non-zero
+  latents, so a span's sums are the SAE's own (activations stored as float16, the shards' precision).
+  `run.explore.frame_codes.dropped_share` is the activation mass left out (0 for TopK). One row per clip
+  (two zlib blobs, `pipelines.atlas.tables.encode_codes`) rather than one per pair: the 10.8M pairs of the
+  default corpus take ~29 MB as blobs, ~70 MB as rows.
+- `similar_windows` / `window_postings` (`pipelines.analysis.similar`): every clip cut into windows with
+  their sketches (the strongest entries of the idf-weighted pooled codes, unit norm), and the inverted
+  index of those sketches by feature, each feature's postings by weight (`rank` 0 strongest). The postings
+  have no primary key (an index over them would outweigh them): their rows are sorted by (feature_id,
+  rank), which DuckDB's zone maps use. `run.explore.similar` holds the settings it was built with.
+- `feature_map` (`pipelines.analysis.feature_map`): each live feature's position in a 2-D UMAP of the unit
+  decoder directions, in the unit square; `run.explore.map` holds UMAP's settings.
+
 `run` also holds `build_id`: a random id the writer gives every file it writes, the served version's id (cache
 keys, and the `?v=` of the URLs in pages, which must be known before the file is finished).
 """
@@ -65,9 +82,11 @@ import sqlalchemy as sa
 
 from pipelines.constants import FRAME_SECONDS as FRAME_SECONDS  # re-exported: 20 ms per encoder position
 
-SCHEMA_VERSION = 4
-"""4: `clip_phones`, `feature_parallel` and `features.cross_lingual`; 3: the features' scored-label columns
-(`label_type` ... `runner_ups`) and `run.interpretation`; 2: `feature_pages` and `run.build_id` (1: neither).
+SCHEMA_VERSION = 5
+"""5: `frame_codes`, `similar_windows`, `window_postings`, `feature_map` and `run.explore` (explore by
+example); 4: `clip_phones`, `feature_parallel` and `features.cross_lingual`; 3: the features' scored-label
+columns (`label_type` ... `runner_ups`) and `run.interpretation`; 2: `feature_pages` and `run.build_id` (1:
+neither).
 """
 
 LabelType = Literal[
@@ -294,6 +313,58 @@ feature_pages = sa.Table(
     sa.Column("feature_id", sa.Integer, primary_key=True, autoincrement=False),
     sa.Column("page", sa.LargeBinary, nullable=False, comment="the whole HTML page, gzip-compressed"),
     comment="Every feature's page, pre-rendered when the file was written (see `run.pages`).",
+)
+
+frame_codes = sa.Table(
+    "frame_codes",
+    metadata,
+    sa.Column("clip_id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("n_frames", sa.Integer, nullable=False, comment="encoder frames (the clip's n_frames)"),
+    sa.Column("k", sa.Integer, nullable=False, comment="(latent, activation) pairs per frame"),
+    sa.Column(
+        "feature_ids",
+        sa.LargeBinary,
+        nullable=False,
+        comment="zlib of uint16 LE (n_frames, k) row-major: latent ids ascending in a frame, delta-coded",
+    ),
+    sa.Column(
+        "acts",
+        sa.LargeBinary,
+        nullable=False,
+        comment="zlib of float16 LE (n_frames, k): the activations of those latents (0 pads)",
+    ),
+    comment="Every frame's SAE code: its k strongest latents (all of them for a TopK SAE of that k).",
+)
+
+similar_windows = sa.Table(
+    "similar_windows",
+    metadata,
+    sa.Column("window_id", sa.Integer, primary_key=True, autoincrement=False, comment="by clip, then start"),
+    sa.Column("clip_id", sa.Integer, nullable=False),
+    sa.Column("start_frame", sa.Integer, nullable=False),
+    sa.Column("end_frame", sa.Integer, nullable=False, comment="exclusive"),
+    sa.Column("features", sa.ARRAY(sa.Integer), nullable=False, comment="sketch ids, strongest first"),
+    sa.Column("weights", sa.ARRAY(sa.Float), nullable=False, comment="sketch weights (unit norm)"),
+    comment="Corpus windows and their sketches, what similar-moment search scores a span against.",
+)
+
+window_postings = sa.Table(
+    "window_postings",
+    metadata,
+    sa.Column("feature_id", sa.Integer, nullable=False),
+    sa.Column("rank", sa.Integer, nullable=False, comment="0 = the feature's strongest window"),
+    sa.Column("window_id", sa.Integer, nullable=False),
+    sa.Column("weight", sa.Float, nullable=False, comment="the feature's weight in the window's sketch"),
+    comment="Inverted index of the window sketches, sorted by (feature_id, rank); no key (see above).",
+)
+
+feature_map = sa.Table(
+    "feature_map",
+    metadata,
+    sa.Column("feature_id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("x", sa.Float, nullable=False, comment="0..1"),
+    sa.Column("y", sa.Float, nullable=False, comment="0..1"),
+    comment="Live features in a 2-D UMAP of their unit decoder directions (cosine).",
 )
 
 DERIVED_TABLES = frozenset({"feature_pages"})

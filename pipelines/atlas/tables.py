@@ -1,6 +1,9 @@
-"""Small Arrow helpers of the atlas build: list columns, share tables, activation and density histograms."""
+"""Small Arrow helpers of the atlas build: list columns, share tables, activation and density histograms, and
+the byte format of a clip's frame codes."""
 
 from __future__ import annotations
+
+import zlib
 
 import numpy as np
 import pyarrow as pa
@@ -73,3 +76,30 @@ def histogram_columns(counts_FG: np.ndarray, edges: np.ndarray) -> dict[str, pa.
         ),
         "hist_counts": list_array(counts_FG[in_counts].astype(np.int64), in_counts.sum(1)),
     }
+
+
+CODES_ZLIB_LEVEL = 1
+"""zlib level of the frame-code blobs (level 6 saves 3% more for 50% more build time)."""
+
+
+def encode_codes(features_TK: np.ndarray, acts_TK: np.ndarray) -> tuple[bytes, bytes]:
+    """A clip's frame codes as `schema.frame_codes` stores them: zlib of the uint16 latent ids delta-coded
+    along each frame (ascending ids: small steps), and zlib of the float16 activations. Compressed here
+    because DuckDB's own (ZSTD) compresses a whole column vector at once, and reading one clip's blob then
+    decompressed every clip's (~35 ms instead of ~2 ms)."""
+    steps_TK = np.diff(features_TK.astype(np.int32), axis=1, prepend=0).astype("<u2")
+    return (
+        zlib.compress(steps_TK.tobytes(), CODES_ZLIB_LEVEL),
+        zlib.compress(acts_TK.astype("<f2").tobytes(), CODES_ZLIB_LEVEL),
+    )
+
+
+def decode_codes(features: bytes, acts: bytes, n_frames: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(features_TK uint16, acts_TK float32) from `encode_codes`' bytes; ValueError when they do not hold
+    n_frames x k pairs."""
+    steps = np.frombuffer(zlib.decompress(features), "<u2")
+    values = np.frombuffer(zlib.decompress(acts), "<f2")
+    if steps.size != n_frames * k or values.size != n_frames * k:
+        raise ValueError(f"frame codes of {steps.size} and {values.size} values, not {n_frames} x {k}")
+    features_TK = np.cumsum(steps.reshape(n_frames, k).astype(np.int32), axis=1).astype(np.uint16)
+    return features_TK, values.reshape(n_frames, k).astype(np.float32)

@@ -136,17 +136,16 @@ def test_other_schema_versions_and_broken_files_are_refused(atlas: Path, tmp_pat
 
 
 def test_an_atlas_of_the_previous_schema_is_told_to_rebuild(atlas: Path, tmp_path: Path) -> None:
-    old = (
-        _tampered(  # what a version-3 build wrote: no phone tiers, no parallel traces, no cross-lingual score
-            atlas,
-            tmp_path,
-            "DROP TABLE clip_phones",
-            "DROP TABLE feature_parallel",
-            "ALTER TABLE features DROP COLUMN cross_lingual",
-            "UPDATE run SET value = '3' WHERE key = 'schema_version'",
-        )
+    old = _tampered(  # what a version-4 build wrote: no frame codes, similar-moment index or feature map
+        atlas,
+        tmp_path,
+        "DROP TABLE frame_codes",
+        "DROP TABLE similar_windows",
+        "DROP TABLE window_postings",
+        "DROP TABLE feature_map",
+        "UPDATE run SET value = '4' WHERE key = 'schema_version'",
     )
-    with pytest.raises(AtlasFileError, match="schema version 3, this code reads 4: rebuild it"):
+    with pytest.raises(AtlasFileError, match="schema version 4, this code reads 5: rebuild it"):
         AtlasReader.open(old)
 
 
