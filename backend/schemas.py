@@ -6,7 +6,7 @@ frame indices, SAE latent units for activations.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -318,4 +318,106 @@ class TranscriptMeasures(BaseModel):
     target: str | None = Field(description="the language the steering asked for (null: none asked)")
     succeeded_toward_target: bool | None = Field(
         description="the text reads as `target` and is not degenerate (null when no target was asked)"
+    )
+
+
+class SpanFeature(BaseModel):
+    """A feature active in a selected span: how much of the span's activation is its own."""
+
+    id: int
+    label: str
+    label_type: Literal["", LabelType] = Field(description="the feature's type ('' untyped)")
+    activation: float = Field(description="sum of its activation over the span's frames (SAE latent units)")
+    share: float = Field(description="its share of the span's summed activation over all features")
+    peak: float = Field(description="its largest activation on one frame of the span")
+    frames: int = Field(description="frames of the span where it fires")
+    trace: list[float] = Field(description="its activation over the span, max over `frames_per_point` frames")
+
+
+class Span(BaseModel):
+    """A selected moment: its frames and the features active in it, by share of the activation."""
+
+    clip_id: int | None = Field(description="the atlas clip (null for an uploaded clip)")
+    start: float = Field(description="seconds, the first frame's start")
+    end: float = Field(description="seconds, the last frame's end")
+    start_frame: int
+    end_frame: int = Field(description="exclusive")
+    total: float = Field(description="summed activation of all features over the span")
+    n_active: int = Field(description="features active in the span (the list may show fewer)")
+    frames_per_point: int = Field(description="encoder frames per trace point")
+    features: list[SpanFeature] = Field(description="largest share first")
+
+
+class SimilarMoment(BaseModel):
+    """A corpus window whose pooled SAE codes are like the query span's."""
+
+    window_id: int
+    clip_id: int
+    clip_key: str
+    language: str
+    category: str
+    source: str
+    licence: str
+    start: float = Field(description="window start (s)")
+    end: float = Field(description="window end (s)")
+    score: float = Field(description="cosine of the idf-weighted pooled codes (1 = the same mix of features)")
+    words: list[Word] = Field(description="aligned words overlapping the window")
+
+
+class SimilarMoments(BaseModel):
+    """The best corpus windows for a span (one per clip, the query's own moment left out)."""
+
+    query: Span
+    results: list[SimilarMoment]
+    method: str = Field(description="how windows are compared and found")
+    took_ms: float = Field(description="time of the search itself (span codes to ranked windows)")
+    filename: str | None = Field(default=None, description="uploads: the file's name")
+    duration: float | None = Field(default=None, description="uploads: seconds analysed")
+    truncated: bool | None = Field(default=None, description="uploads: cut to one Whisper window")
+
+
+class MapPoint(BaseModel):
+    id: int
+    x: float = Field(description="0..1")
+    y: float = Field(description="0..1")
+    label: str
+    label_type: Literal["", LabelType]
+    top_language: str
+    density: float
+
+
+class FeatureMapPoints(BaseModel):
+    """Every live feature placed by a 2-D UMAP of its decoder direction: close features write alike."""
+
+    explanation: str
+    settings: dict[str, object] = Field(description="UMAP's settings (n_neighbors, min_dist, seed, ...)")
+    points: list[MapPoint]
+
+
+class SteeringPreset(BaseModel):
+    """A named steering recipe (`whisper-atlas calibrate`, pipelines/steering/presets.py) and its strength
+    curve measured on the SAE's training clips. POST /api/v1/steer takes `{"preset": id, "strength": s}`."""
+
+    id: str
+    description: str
+    method: str = Field(description="sae (features), dom, gradient or random; features for explicit ones")
+    spec: dict[str, Any] = Field(description="SteeringSpec fields without strength")
+    default_strength: float = Field(description="The curve's strength with the best `score`")
+    curve: dict[str, list[float]] = Field(
+        description="Per strength (`strength`, 0 first): token_flip_rate, success_rate, loop_rate, cer "
+        "toward a language; hallucination_rate, gated_hallucination_rate, speech_changed_rate, speech_cer, "
+        "net_score for silencing"
+    )
+    score: str = Field(description="The curve column the default strength maximises")
+    clips: int = Field(description="Training clips the curve was measured on")
+    chosen_by: dict[str, Any] = Field(default_factory=dict, description="How its features were chosen")
+
+
+class SteeringPresets(BaseModel):
+    """The run's steering presets and the comparison of feature rankings behind the language presets."""
+
+    presets: list[SteeringPreset]
+    rank: str | None = Field(None, description="The feature ranking the language presets use")
+    rank_comparison: dict[str, Any] = Field(
+        default_factory=dict, description="Each ranking's pooled curve on training clips toward es and fr"
     )

@@ -3,13 +3,16 @@
 Target: steering a 10 s clip returns baseline and steered results in <= 2.5x the time of one plain
 transcription. A steering request (pipelines.steering.steer) runs the encoder ONCE, the SAE on the real
 frames, and ONE batched greedy decode of three states (baseline, SAE-reconstructed, steered); the plain
-transcription (pipelines.model.transcribe.transcribe) is encoder + one greedy decode. Both get the same token
-budget. The clip is real corpus speech (English clips of the run's corpus, concatenated to 10 s).
+transcription (pipelines.model.transcribe.transcribe) is encoder + one decode. Both decode as Whisper does
+(greedy, then a seeded re-decode at rising temperature for each transcript that loops or is improbable), so
+a steered transcript that loops pays its fallback re-decodes here. Both get the same token budget. The clip is
+real corpus speech (English clips of the run's corpus, concatenated to 10 s).
 
 Runs interleave (plain, steer, plain, steer, ...) so slow phases of a shared machine hit both; we report
-medians and the ratio of medians, per steering kind: one SAE feature added, and the /live page's presets
-toward the target language (SAE features ranked by language effect; difference of means). A steered decode
-that loops stops at 1.5x + 8 tokens of the baseline's length (`OutrunFirstRow`), so it costs at most that.
+medians and the ratio of medians, per steering kind: one SAE feature added, and the run's presets
+`toward_<target>` and `suppress_hallucination` at their default strengths (`whisper-atlas calibrate`). A
+steered decode that loops stops at 1.5x + 8 tokens of the baseline's length (`OutrunFirstRow`), and so do
+its fallback re-decodes.
 
     python benchmarks/steer_bench.py [--run default] [--seconds 10] [--repeats 5] [--language en --toward es]
 """
@@ -24,7 +27,6 @@ import time
 import numpy as np
 import torch
 
-from backend.routes.pages_live import PRESETS
 from pipelines.activations import read_meta
 from pipelines.audio import SAMPLE_RATE, decode_audio
 from pipelines.corpus.manifest import SPEECH, read_manifest
@@ -80,9 +82,10 @@ def main() -> None:
         latents = res.sae.encode(encode_clip(bundle, audio, res.layer).site_TD)
     strongest = int(latents.sum(0).argmax())
     kinds = {f"feature {strongest} add 0.3": SteeringSpec(features=[{"id": strongest, "strength": 0.3}])}
-    for preset in PRESETS:  # what the /live page's cross-lingual presets run
-        if preset["spec"]["toward_language"] == args.toward:
-            kinds[f"preset {preset['name']}"] = SteeringSpec(**preset["spec"])
+    for preset_id in (f"toward_{args.toward}", "suppress_hallucination"):  # the atlas's presets (calibrate)
+        if preset_id in res.presets:
+            preset = res.presets[preset_id]
+            kinds[f"preset {preset_id} at {preset.default_strength}"] = preset.steering_spec()
     for spec in kinds.values():
         spec.max_new_tokens = tokens
     print(

@@ -33,7 +33,18 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-COMMAND_MODULES = ("corpus", "model", "extract", "train", "analyze", "build", "steer", "serve", "run")
+COMMAND_MODULES = (
+    "corpus",
+    "model",
+    "extract",
+    "train",
+    "analyze",
+    "calibrate",
+    "build",
+    "steer",
+    "serve",
+    "run",
+)
 
 for _name in COMMAND_MODULES:
     importlib.import_module(f"pipelines.commands.{_name}").register(app)

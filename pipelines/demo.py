@@ -37,6 +37,7 @@ def demo_stages(corpus: str, size: str, run: str, model: str | None, layer: int 
     paths = RunPaths.named(run)
     manifest = corpus_dir(corpus) / MANIFEST_NAME
     weights = paths.sae / "sae_weights.safetensors"
+    presets = paths.root / "steering" / "presets.json"
     model_args = ["--model", model] if model else []
     layer_args = ["--layer", str(layer)] if layer is not None else []
     return [
@@ -51,7 +52,13 @@ def demo_stages(corpus: str, size: str, run: str, model: str | None, layer: int 
         Stage(
             "analyze", ["analyze", "--run", run, "--corpus", corpus], [weights, manifest], [paths.analysis]
         ),
-        Stage("build", ["build", "--run", run, "--corpus", corpus], [paths.analysis], [paths.atlas]),
+        Stage(
+            "calibrate",
+            ["calibrate", "--run", run, "--corpus", corpus],
+            [weights, paths.analysis / "meta.json"],
+            [presets],
+        ),
+        Stage("build", ["build", "--run", run, "--corpus", corpus], [paths.analysis, presets], [paths.atlas]),
     ]
 
 

@@ -20,6 +20,7 @@ from backend.schemas import (
     FeatureDetail,
     FeaturePage,
     Health,
+    SteeringPresets,
     Taxonomy,
 )
 from backend.services import audio, spectrogram
@@ -74,6 +75,13 @@ def atlas_overview(atlas: AtlasDep) -> AtlasOverview:
 def taxonomy(atlas: AtlasDep) -> Taxonomy:
     """Live features per type beside a random SAE and shuffled annotations, and each type's best features."""
     return atlas.taxonomy()
+
+
+@router.get("/presets", response_model=SteeringPresets)
+def presets(atlas: AtlasDep) -> SteeringPresets:
+    """Named steering recipes with their strength curves on training clips; POST /api/v1/steer takes
+    `{"preset": id}` with an optional `strength` (default: the curve's best)."""
+    return atlas.presets()
 
 
 @router.get("/features", response_model=FeaturePage)

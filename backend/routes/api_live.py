@@ -31,7 +31,8 @@ SPEC_FIELD = {
     "spec": {
         "type": "string",
         "description": 'JSON steering spec, e.g. {"features": [{"id": 12, "strength": 0.5}], "mode": "add"} '
-        'or {"toward_language": "es", "method": "sae"|"dom", "strength": 0.5} (see SteeringSpec)',
+        'or {"toward_language": "es", "method": "sae"|"dom"|"gradient"|"random", "strength": 0.5} (see '
+        'SteeringSpec), or a preset of GET /api/v1/presets: {"preset": "toward_es", "strength": 0.6}',
     }
 }
 ERRORS: dict[int | str, dict[str, Any]] = {

@@ -1,4 +1,5 @@
-"""The live page: upload or record a clip, see what Whisper and the SAE make of it, steer it (htmx partials).
+"""The live page: upload or record a clip, see what Whisper and the SAE make of it, steer it (htmx partials);
+and the steering page, every preset's strength curve.
 
 `GET /live` renders the page; `POST /live/analyze` and `POST /live/steer` take the same multipart bodies as
 the JSON API (backend.routes.api_live) and answer HTML partials. Errors come back as a partial too, with their
@@ -12,37 +13,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
-from backend.deps import SettingsDep
+from backend.deps import AtlasDep, SettingsDep
 from backend.html import LIVE_HEADERS, render
 from backend.services.inference import ClientGone
 from backend.services.live_jobs import CLIENT_CLOSED, LiveFailure, LiveJob, analyze_job, run_live, steer_job
 from pipelines.errors import AtlasError
 
 router = APIRouter(include_in_schema=False)
-
-PRESETS = [
-    {
-        "name": "English → Spanish (SAE, by language effect)",
-        "spec": {"toward_language": "es", "method": "sae", "strength": 0.5, "n_features": 10},
-    },
-    {
-        "name": "English → Spanish (difference of means)",
-        "spec": {"toward_language": "es", "method": "dom", "strength": 0.6},
-    },
-    {
-        "name": "English → French (SAE, by language effect)",
-        "spec": {"toward_language": "fr", "method": "sae", "strength": 0.5, "n_features": 30},
-    },
-    {
-        "name": "English → French (difference of means)",
-        "spec": {"toward_language": "fr", "method": "dom", "strength": 0.4},
-    },
-]
-"""The cross-lingual demo, near the median flip strengths measured on the default run's 5 held-out English
-clips (smallest strength, in frame norms, that flips the detected language; grid 0.2-1.5): en->es SAE
-(10 features) 0.4-0.8, difference of means 0.4-1.0; en->fr SAE (30 features) 0.4-0.6, DoM 0.3-0.5. The
-Spanish SAE preset sits at 0.5, not the median 0.6 that looped ("la la la ...") on a 10 s corpus clip."""
-
 
 STEER_LANGUAGES = ["en", "es", "fr", "it", "ru", "cs", "nl", "de", "pt", "pl", "ja", "zh"]
 """Target languages offered first in the selector (the default corpus's, then a few common ones)."""
@@ -78,7 +55,6 @@ def live_page(
     return render_live(
         request,
         "live/index.html",
-        presets=PRESETS,
         languages=STEER_LANGUAGES,
         prefill=prefill,
         max_seconds=limits.max_seconds,
@@ -108,3 +84,10 @@ async def live_analyze(request: Request) -> Response:
 @router.post("/live/steer", response_class=HTMLResponse)
 async def live_steer(request: Request) -> Response:
     return await _partial(request, "live/_steer.html", steer_job)
+
+
+@router.get("/steering", response_class=HTMLResponse)
+def steering_page(request: Request, atlas: AtlasDep) -> Response:
+    """Every steering preset with its strength curve on training clips, and the ranking comparison."""
+    presets = atlas.presets()
+    return render(request, "steering.html", 200, None, atlas=atlas, presets=presets, labels=atlas.labels)

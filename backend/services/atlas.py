@@ -33,6 +33,8 @@ from backend.schemas import (
     Phone,
     Related,
     Share,
+    SteeringPreset,
+    SteeringPresets,
     Taxonomy,
     Word,
 )
@@ -132,6 +134,20 @@ class AtlasService:
         """The analysis's scoring summary (`pipelines.atlas.schema`: `run.interpretation`), None without."""
         self.label_types = LABEL_TYPES if self.interpretation else ()
         """The types the feature list can filter by (none in an atlas without scored labels)."""
+
+    def presets(self) -> SteeringPresets:
+        """The steering presets `whisper-atlas calibrate` measured (none in an atlas built without it)."""
+        steering = self.run.get("steering") or {}
+        assert isinstance(steering, dict)
+        presets = [
+            SteeringPreset(
+                **p, method=p["spec"].get("method", "sae") if not p["spec"].get("features") else "features"
+            )
+            for p in steering.get("presets", [])
+        ]
+        return SteeringPresets(
+            presets=presets, rank=steering.get("rank"), rank_comparison=steering.get("rank_comparison", {})
+        )
 
     def overview(self) -> AtlasOverview:
         def counts(attr: str) -> list[Count]:

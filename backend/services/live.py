@@ -34,13 +34,17 @@ def analyze(res: "SteeringResources", upload: Upload, max_new_tokens: int) -> di
     """Transcript, language probabilities, spectrogram and per-frame top SAE features of one clip."""
     import torch
 
-    from pipelines.model.transcribe import transcribe_encoded
+    from pipelines.model.transcribe import WHISPER_DECODING, transcribe_encoded
     from pipelines.steering import encode_clip, transcription_dict
 
     clip = encode_clip(res.bundle, upload.audio, res.layer)
     with torch.no_grad():
         (transcription,) = transcribe_encoded(
-            res.bundle, clip.final_BTD, max_new_tokens=max_new_tokens, n_frames=[clip.n_frames]
+            res.bundle,
+            clip.final_BTD,
+            max_new_tokens=max_new_tokens,
+            n_frames=[clip.n_frames],
+            decoding=res.decoding or WHISPER_DECODING,
         )
         latents_TF = res.sae.encode(clip.site_TD).float().cpu()
     rows = timeline(latents_TF, res.labels)

@@ -102,17 +102,20 @@ def _analyze(res: SteeringResources, upload: Upload, params: None, settings: Inf
 
 
 def _steering_spec(fields: dict[str, str], settings: InferenceSettings) -> Any:
-    from pipelines.steering import SteeringSpec
+    """The `spec` field validated before the upload is decoded: a spec, or a preset request."""
+    from pipelines.steering.presets import parse_request
 
-    spec = SteeringSpec.from_json(fields.get("spec", ""))
-    spec.max_new_tokens = min(spec.max_new_tokens, settings.max_new_tokens)
-    return spec
+    return parse_request(fields.get("spec", ""))
 
 
-def _steer(res: SteeringResources, upload: Upload, params: Any, settings: InferenceSettings) -> Any:
+def _steer(res: SteeringResources, upload: Upload, request: Any, settings: InferenceSettings) -> Any:
+    """Resolve the request against the run's presets and steer the upload with it."""
     from backend.services import live
+    from pipelines.steering.presets import resolve
 
-    return live.steer(res, upload, params)
+    spec = resolve(request, res.presets)
+    spec.max_new_tokens = min(spec.max_new_tokens, settings.max_new_tokens)
+    return live.steer(res, upload, spec)
 
 
 analyze_job = LiveJob(_no_fields, _analyze)

@@ -46,7 +46,7 @@ from pipelines.corpus.manifest import SPEECH, Clip
 from pipelines.model.align import FastWhisper, load_fast, reference_tokens, token_times, transcribe_words
 from pipelines.model.encoder import encode, features_for, real_frames
 from pipelines.model.loader import WhisperBundle
-from pipelines.model.transcribe import LANGUAGES, group_words, transcribe_encoded
+from pipelines.model.transcribe import GREEDY, LANGUAGES, group_words, transcribe_encoded
 from pipelines.recordings import join
 
 TOKENS_BASE = 10
@@ -294,6 +294,7 @@ class WindowTranscriber:
                 max_new_tokens=budget,
                 word_timestamps=True,
                 n_frames=[n],
+                decoding=GREEDY,  # as the CTranslate2 path decodes
             )[0]
             for b, (budget, n) in enumerate(zip(budgets, frames))
         ]

@@ -111,7 +111,7 @@ def _decode_transformers(
 ):
     """(texts, detected languages) of rows [originals; spliced]: the reference implementation, transformers'
     greedy `generate` on each clip's two rows (its language forced), language ID by `language_logits`."""
-    from pipelines.model.transcribe import LANGUAGES, language_logits, transcribe_encoded
+    from pipelines.model.transcribe import GREEDY, LANGUAGES, language_logits, transcribe_encoded
 
     n = len(languages)
     texts = [""] * (2 * n)
@@ -122,6 +122,7 @@ def _decode_transformers(
             language=language,
             max_new_tokens=max_new_tokens,
             n_frames=[n_frames[i]] * 2,
+            decoding=GREEDY,  # the reference of the CTranslate2 path's greedy decode
         )
         texts[i], texts[n + i] = pair[0].text, pair[1].text
     lid = [LANGUAGES[int(i)] for i in language_logits(bundle, hidden_BTD).argmax(-1)]

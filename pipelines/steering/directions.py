@@ -6,6 +6,8 @@
   h' = sae.decode(z') + (h - sae.decode(z)). The error term h - sae(h) is kept, so a clamp that changes no
   latent returns h exactly; we compute it as h + (decode(z') - decode(z)), the same sum in an order whose
   difference is exactly zero when z' = z.
+- scale (conditional steering): h' = h + (s - 1) * sum_f z_f W_dec[f] for the chosen features, i.e. their
+  contribution multiplied by s, so frames where they do not fire are untouched (s = 0 ablates them).
 - a clip's language gradient: d(logit(target) - logit(source)) / dh over the real frames, whose dot product
   with a unit decoder direction is that feature's first-order language effect on this clip.
 
@@ -57,6 +59,32 @@ def clamp_latents(
     return h_TD + (sae.decode(z2_TF) - sae.decode(z_TF))
 
 
+def scale_latents(
+    sae: SparseAutoencoder, h_TD: torch.Tensor, ids_K: torch.Tensor, factors_K: torch.Tensor
+) -> torch.Tensor:
+    """Multiply the contribution of latents `ids` by `factors` on every frame (error term kept): a factor of
+    1 returns h bit for bit, and frames where a latent is 0 are left alone by it."""
+    z_TK = sae.encode(h_TD)[:, ids_K]
+    coefs_TK = z_TK * (factors_K.to(z_TK.dtype) - 1)[None, :]
+    return h_TD + coefs_TK.to(h_TD.dtype) @ sae.W_dec[ids_K].to(h_TD.dtype)
+
+
+def active_frames(sae: SparseAutoencoder, h_TD: torch.Tensor, ids_K: torch.Tensor) -> torch.Tensor:
+    """(T,) bool: frames where at least one of latents `ids` fires."""
+    return (sae.encode(h_TD)[:, ids_K] > 0).any(-1)
+
+
+def only_on(edit_TD: torch.Tensor, h_TD: torch.Tensor, mask_T: torch.Tensor) -> torch.Tensor:
+    """The edited frames where `mask_T` holds, the original ones elsewhere."""
+    return torch.where(mask_T.to(h_TD.device)[:, None], edit_TD, h_TD)
+
+
+def random_direction(d_model: int, seed: int) -> torch.Tensor:
+    """(D,) a seeded direction uniform on the sphere: the control any chosen direction must beat."""
+    generator = torch.Generator().manual_seed(seed)
+    return unit_rows(torch.randn(1, d_model, generator=generator))[0]
+
+
 def feature_units(
     sae: SparseAutoencoder,
     ids_K: torch.Tensor,
@@ -92,3 +120,15 @@ def language_gradient(
         diff = logits_99[LANGUAGES.index(target)] - logits_99[LANGUAGES.index(source)]
         (grad_BTD,) = torch.autograd.grad(diff, h)
     return source, grad_BTD[0, :n_frames].sum(0)
+
+
+def silence_gradient(bundle: WhisperBundle, final_BTD: torch.Tensor, n_frames: int) -> torch.Tensor:
+    """(D,): sum over real frames of d log p(no-speech token) / d h_t at the decoder's first step: the
+    direction toward Whisper's no-speech decision, which its gate reads (no_speech_prob > 0.6)."""
+    from pipelines.model.transcribe import first_step_logits, no_speech_token_id
+
+    h = final_BTD[:1].detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        log_p = first_step_logits(bundle, h)[0].log_softmax(-1)[no_speech_token_id(bundle)]
+        (grad_BTD,) = torch.autograd.grad(log_p, h)
+    return grad_BTD[0, :n_frames].sum(0).float().cpu()

@@ -19,13 +19,17 @@ import numpy as np
 
 from pipelines.errors import MissingStageError, missing_stage
 from pipelines.paths import RunPaths
+from pipelines.steering.presets import Preset, presets_from
 from pipelines.steering.spec import SteeringError
 
 if TYPE_CHECKING:  # the model stack loads with the model, not with this module
     from pipelines.model.loader import WhisperBundle
+    from pipelines.model.transcribe import Decoding
     from pipelines.sae import SparseAutoencoder
 
 DOM_CACHE_NAME = "dom.npz"
+CALIBRATION_NAME = "calibration.npz"
+"""`whisper-atlas calibrate`'s gradients and selectivities (pipelines.steering.calibrate writes it)."""
 
 
 @dataclass
@@ -67,6 +71,42 @@ class LanguageMeans:
 
 
 @dataclass
+class Calibration:
+    """What steering learned from the SAE's TRAINING clips only (`whisper-atlas calibrate`), so that no clip
+    a test or figure scores chose the features: language gradients, selectivities, the silence gradient."""
+
+    languages: list[str]
+    """Corpus languages with training speech clips, the sources and targets below."""
+    grad_LLD: np.ndarray
+    """(source, language, D): mean over training clips of `source` of sum_t d log p(language) / d h_t."""
+    selectivity_FL: np.ndarray
+    """(F, L) language selectivity: share of the feature's activation on L's frames / L's share of frames."""
+    nonspeech_selectivity_F: np.ndarray
+    """(F,) the same for non-speech frames."""
+    silence_grad_D: np.ndarray
+    """(D,) mean over training non-speech clips of sum_t d log p(no-speech token) / d h_t."""
+
+    def _index(self, *languages: str) -> list[int]:
+        for lang in languages:
+            if lang not in self.languages:
+                have = ", ".join(self.languages) or "none"
+                raise SteeringError(
+                    f"no training clips in {lang!r} were calibrated (have: {have}); use selection 'clip'"
+                )
+        return [self.languages.index(lang) for lang in languages]
+
+    def gradient(self, source: str, target: str) -> np.ndarray:
+        """(D,) d(log p(target) - log p(source)) / dh, summed over frames, on training clips of `source`."""
+        s, t = self._index(source, target)
+        return self.grad_LLD[s, t] - self.grad_LLD[s, s]
+
+    def selectivity(self, target: str) -> np.ndarray:
+        """(F,) selectivity of each feature for `target`."""
+        (t,) = self._index(target)
+        return self.selectivity_FL[:, t]
+
+
+@dataclass
 class AtlasSteeringData:
     """The atlas tables steering reads: typical activations and language effects."""
 
@@ -87,6 +127,12 @@ class SteeringResources:
     dom: Callable[[], LanguageMeans] | None = None
     """Lazily computes/loads the language means (scans the shards once); None when the run has none."""
     labels: dict[int, str] = field(default_factory=dict)
+    calibration: Calibration | None = None
+    """Training-clip gradients and selectivities (None before `whisper-atlas calibrate`)."""
+    presets: dict[str, Preset] = field(default_factory=dict)
+    """The atlas's steering presets by id ({} before `whisper-atlas calibrate` and `build`)."""
+    decoding: Decoding | None = None
+    """How transcripts are decoded; None: Whisper's rules (`WHISPER_DECODING`, temperature fallback)."""
 
 
 def read_atlas_steering_data(atlas: Path, d_sae: int) -> AtlasSteeringData:
@@ -102,14 +148,14 @@ def read_atlas_steering_data(atlas: Path, d_sae: int) -> AtlasSteeringData:
     return AtlasSteeringData(typical_F, None if effects is None else LanguageEffects(*effects))
 
 
-def read_feature_labels(atlas: Path) -> dict[int, str]:
-    """Feature id -> label for labelled features ({} without an atlas)."""
+def read_labels_and_presets(atlas: Path) -> tuple[dict[int, str], dict[str, Preset]]:
+    """Feature id -> label for labelled features, and the steering presets ({} and {} without an atlas)."""
     from pipelines.atlas.reader import AtlasReader
 
     if not atlas.exists():
-        return {}
+        return {}, {}
     with AtlasReader.open(atlas) as reader:
-        return reader.feature_labels()
+        return reader.feature_labels(), presets_from(reader.run_metadata().get("steering"))
 
 
 def heldout_clip_rows(sae_folder: Path) -> set[int]:
@@ -187,6 +233,36 @@ def _save_means(cache: Path, means: LanguageMeans) -> None:
     tmp.replace(cache)
 
 
+def save_calibration(path: Path, cal: Calibration) -> None:
+    """Write `cal` atomically (a temporary file, then a rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(
+        tmp,
+        languages=np.array(cal.languages),
+        grad_LLD=cal.grad_LLD,
+        selectivity_FL=cal.selectivity_FL,
+        nonspeech_selectivity_F=cal.nonspeech_selectivity_F,
+        silence_grad_D=cal.silence_grad_D,
+    )
+    tmp.replace(path)
+
+
+def load_calibration(path: Path, d_sae: int) -> Calibration | None:
+    """The calibration at `path`, or None when there is none or it belongs to an SAE of another width."""
+    if not path.exists():
+        return None
+    with np.load(path) as z:
+        cal = Calibration(
+            [str(x) for x in z["languages"]],
+            z["grad_LLD"],
+            z["selectivity_FL"],
+            z["nonspeech_selectivity_F"],
+            z["silence_grad_D"],
+        )
+    return cal if cal.selectivity_FL.shape[0] == d_sae else None
+
+
 def run_model_and_layer(run: RunPaths) -> tuple[str | None, int | None]:
     """The Whisper spec and encoder layer a run's SAE was trained on (activations meta, else the atlas)."""
     from pipelines.activations import read_meta
@@ -221,7 +297,7 @@ def load_steering_resources(
     for p in sae.parameters():
         p.requires_grad_(False)
     atlas = read_atlas_steering_data(run.atlas, sae.d_sae)
-    labels = read_feature_labels(run.atlas)
+    labels, presets = read_labels_and_presets(run.atlas)
     dom = None
     meta_path = run.activations / "meta.json"
     if meta_path.exists():  # the means are computed on first use (one scan of the shards), then cached
@@ -230,4 +306,5 @@ def load_steering_resources(
         dom = functools.cache(
             functools.partial(language_means, run.activations, corpus, heldout_clip_rows(run.sae), cache)
         )
-    return SteeringResources(bundle, sae, layer, atlas, dom, labels)
+    calibration = load_calibration(run.root / "steering" / CALIBRATION_NAME, sae.d_sae)
+    return SteeringResources(bundle, sae, layer, atlas, dom, labels, calibration, presets)

@@ -68,13 +68,18 @@ def encode_clip(bundle: WhisperBundle, audio: np.ndarray, layer: int | None = No
 
 
 def transcription_dict(t: Transcription) -> dict:
-    """JSON view of a `Transcription`: text, language, top language probabilities, degeneracy flag."""
+    """JSON view of a `Transcription`: text, language, top language probabilities, degeneracy flag, and
+    Whisper's decoding figures (no-speech probability, average log probability, temperature kept, gate)."""
     probs = list(t.language_probs.items())[:TOP_LANGUAGES]
     return {
         "text": t.text,
         "language": t.language,
         "language_probs": {k: round(v, 4) for k, v in probs},
         "repetitive": t.repetitive,
+        "no_speech_prob": round(t.no_speech_prob, 4),
+        "avg_logprob": round(t.avg_logprob, 4),
+        "temperature": t.temperature,
+        "no_speech_gated": t.no_speech_gated,
     }
 
 
@@ -129,6 +134,8 @@ class SteerResult:
             "selection": self.plan.selection,
             "mode": self.spec.mode,
             "method": self.spec.method,
+            "rank": self.spec.rank if self.spec.method == "sae" and self.spec.toward_language else None,
+            "frames": self.spec.frames,
             "scale": self.spec.scale,
             "frame_norm": round(self.frame_norm, 4),
             "diff": word_diff(self.baseline.text, self.steered.text),
@@ -138,16 +145,26 @@ class SteerResult:
 
 def steer(res: SteeringResources, audio: np.ndarray, spec: SteeringSpec) -> SteerResult:
     """Transcribe `audio` as is, through the SAE, and steered by `spec`, encoding once."""
-    from pipelines.model.transcribe import transcribe_encoded
+    from pipelines.model.transcribe import WHISPER_DECODING, transcribe_encoded
 
     clip = encode_clip(res.bundle, audio, res.layer)
     n = clip.n_frames
+    speech_T = None
+    if spec.frames in ("speech", "nonspeech"):
+        from pipelines.annotate.vad import speech_frames
+
+        speech_T = torch.as_tensor(speech_frames([audio], [n])[0])
     with torch.no_grad():
-        plan = plan_steering(res, spec, clip.site_TD, clip.final_BTD, n)
+        plan = plan_steering(res, spec, clip.site_TD, clip.final_BTD, n, speech_T)
         hidden_3TD = _edited_states(res, clip, plan)
         tokens = min(spec.max_new_tokens, MAX_NEW_TOKENS)
         baseline, reconstructed, steered = transcribe_encoded(
-            res.bundle, hidden_3TD, max_new_tokens=tokens, n_frames=[n, n, n], first_row_is_reference=True
+            res.bundle,
+            hidden_3TD,
+            max_new_tokens=tokens,
+            n_frames=[n, n, n],
+            first_row_is_reference=True,
+            decoding=res.decoding or WHISPER_DECODING,
         )
     frame_norm = mean_frame_norm(clip.site_TD)
     return SteerResult(baseline, reconstructed, steered, spec, plan, frame_norm, n, hidden_3TD[:, :n])

@@ -1,7 +1,13 @@
 """The steering request: what to steer, how strongly, and its limits, validated on construction.
 
 A spec names explicit SAE features (`features`) or a target language (`toward_language`, whose direction
-`method` picks: `sae` features ranked by language effect, or `dom`, a difference of means).
+`method` picks: `sae` features, ranked as `rank` says; or a dense direction: `dom` a difference of means,
+`gradient` the language-logit gradient of training clips, `random` a seeded random direction, the control).
+
+Modes: `add` a direction on the chosen frames; `clamp` a latent to a value; `scale` multiplies the chosen
+features' own activations by strength (so it acts only where they fire; strength 1 changes nothing).
+`frames` restricts any edit to speech frames, non-speech frames (Silero VAD) or the frames where the chosen
+features fire (`active`).
 
 Units of strength (`scale`):
 - `frame_norm` (default): strength 1 adds a vector as long as this clip's mean frame norm (feature
@@ -34,8 +40,16 @@ from pydantic_core import ErrorDetails
 
 from pipelines.errors import AtlasError
 
-Mode = Literal["add", "clamp"]
-Method = Literal["sae", "dom"]
+Mode = Literal["add", "clamp", "scale"]
+Method = Literal["sae", "dom", "gradient", "random"]
+Rank = Literal["effect", "attribution", "selectivity"]
+"""How method `sae` ranks features toward a language:
+- `effect`: the first-order effect of ADDING the feature's unit decoder direction on logit(target) -
+  logit(source), unit(W_dec[f]) . sum_t d(logit diff)/dh_t, averaged over training clips of the source;
+- `attribution`: the atlas's attribution, whose existing activity pushes toward the target
+  (a_f,t W_dec[f] . gradient, `feature_language_effects`);
+- `selectivity`: the atlas's language selectivity of the target (share of activation / share of frames)."""
+Frames = Literal["all", "speech", "nonspeech", "active"]
 Scale = Literal["frame_norm", "feature_act"]
 Selection = Literal["auto", "atlas", "clip"]
 
@@ -45,7 +59,7 @@ MAX_ABS_STRENGTH = 20.0
 MAX_NEW_TOKENS = 128
 """Hard cap on decoded tokens: a steered decoder can loop to Whisper's 448-token limit (tens of seconds)."""
 
-INT_RANGES = {"n_features": (1, 256), "max_new_tokens": (1, MAX_NEW_TOKENS)}
+INT_RANGES = {"n_features": (1, 256), "max_new_tokens": (1, MAX_NEW_TOKENS), "seed": (0, 2**31 - 1)}
 """Inclusive bounds of the spec's integer fields."""
 
 FEATURES_SHAPE = 'spec.features must be a list of {"id": int, "strength": float}'
@@ -130,13 +144,21 @@ class SteeringSpec(_SpecModel):
     features: list[FeatureStrength] = Field(default_factory=list)
     """Explicit features and strengths (method `sae` only)."""
     mode: Mode = "add"
-    """`add` the decoder direction, or `clamp` the latent to strength x unit (SAE error term kept)."""
+    """`add` the decoder direction, `clamp` the latent to strength x unit (SAE error term kept), or `scale`
+    the feature's own activation by strength (explicit features only)."""
+    frames: Frames = "all"
+    """Frames the edit touches: all real frames, speech or non-speech ones (Silero VAD), or `active`: where
+    a chosen feature fires (SAE features only)."""
+    rank: Rank = "effect"
+    """How method `sae` ranks features toward a language (see `Rank`)."""
+    seed: int = 0
+    """Seed of method `random`'s direction."""
     toward_language: str | None = None
     """Target language code (e.g. `es`): steer from the clip's language toward it."""
     source_language: str | None = None
     """Language to steer away from; default: the language Whisper detects in the clip."""
     method: Method = "sae"
-    """`sae` (features ranked by language effect) or `dom` (difference of means) for `toward_language`."""
+    """For `toward_language`: `sae` features, `dom` (difference of means), `gradient`, `random`."""
     scale: Scale = "frame_norm"
     """Unit of strength: the clip's mean frame norm, or the feature's typical activation (see module doc)."""
     strength: float = 0.5
@@ -153,7 +175,7 @@ class SteeringSpec(_SpecModel):
     def _strength(cls, value: object) -> float:
         return _finite_strength(value, "strength")
 
-    @field_validator("n_features", "max_new_tokens", mode="before")
+    @field_validator("n_features", "max_new_tokens", "seed", mode="before")
     @classmethod
     def _int_in_range(cls, value: object, info: ValidationInfo) -> object:
         name = info.field_name
@@ -178,10 +200,14 @@ class SteeringSpec(_SpecModel):
             raise ValueError("nothing to steer: give at least one feature or a target language")
         if self.features and self.toward_language:
             raise ValueError("give either features or a target language, not both")
-        if self.method == "dom" and not self.toward_language:
-            raise ValueError("method 'dom' needs a target language (toward_language)")
+        if self.method != "sae" and not self.toward_language:
+            raise ValueError(f"method {self.method!r} needs a target language (toward_language)")
         if self.toward_language and self.mode != "add":
             raise ValueError("toward_language adds a direction: use mode 'add'")
+        if self.frames == "active" and self.method != "sae":
+            raise ValueError(f"frames 'active' needs SAE features; method {self.method!r} has none")
+        if self.mode == "scale" and any(f.strength < 0 for f in self.features):
+            raise ValueError("mode 'scale' multiplies activations: strengths must be >= 0")
         if len({f.id for f in self.features}) != len(self.features):
             raise ValueError("each feature may appear once")
         return self
@@ -205,7 +231,7 @@ class SteeringSpec(_SpecModel):
         A null value means the field's default, except for `features`, which must be a list."""
         if isinstance(text, str) and len(text) > MAX_SPEC_CHARS:
             raise SteeringError(f"spec is too long ({len(text):,} characters; at most {MAX_SPEC_CHARS:,})")
-        if isinstance(text, str) and _nesting_depth(text) > MAX_SPEC_DEPTH:
+        if isinstance(text, str) and nesting_depth(text) > MAX_SPEC_DEPTH:
             raise SteeringError(f"spec is nested too deeply (more than {MAX_SPEC_DEPTH} levels)")
         try:
             raw = json.loads(text)
@@ -216,7 +242,7 @@ class SteeringSpec(_SpecModel):
         return cls(**{k: v for k, v in raw.items() if v is not None or k == "features"})
 
 
-def _nesting_depth(text: str) -> int:
+def nesting_depth(text: str) -> int:
     """Deepest nesting of `[`/`{` in JSON text, brackets inside strings aside (a linear scan, no parse)."""
     depth = deepest = 0
     in_string = escaped = False

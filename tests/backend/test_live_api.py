@@ -72,9 +72,12 @@ def test_steer_returns_baseline_reconstructed_and_steered(client) -> None:
     assert strong["features_used"] == [{"id": 5, "strength": 3, "label": "", "effect": None}]
     assert strong["steered"]["language_probs"] != strong["baseline"]["language_probs"]
     assert strong["baseline"] == body["baseline"] and strong["reconstructed"] == body["reconstructed"]
-    assert set(strong["baseline"]) == {"text", "language", "language_probs", "repetitive"}
+    assert set(strong["baseline"]) == {
+        *("text", "language", "language_probs", "repetitive"),
+        *("no_speech_prob", "avg_logprob", "temperature", "no_speech_gated"),
+    }
     for name in ("reconstructed", "steered"):
-        assert set(strong[name]) == {"text", "language", "language_probs", "repetitive", "measures"}
+        assert set(strong[name]) == set(strong["baseline"]) | {"measures"}
         assert_measures(strong[name], strong["baseline"], target=None)
     unchanged = body["steered"]["measures"]  # strength 0: the baseline's own text
     assert unchanged["cer_vs_baseline"] == 0.0 and unchanged["token_flipped"] is False
@@ -228,8 +231,10 @@ def test_live_page_offers_upload_recording_presets_and_prefill(client) -> None:
     for needle in (
         'id="live-file"',
         'id="live-record"',
-        "English → Spanish (SAE, by language effect)",
-        "English → Spanish (difference of means)",
+        'id="live-preset"',  # filled from GET /api/v1/presets by live.js
+        'value="scale"',
+        'value="nonspeech"',
+        'value="random"',
         'data-feature="42"',
         "/static/js/live.js",
     ):

@@ -20,7 +20,7 @@ from pipelines.atlas.writer import write_atlas
 from pipelines.paths import RunPaths
 from pipelines.sae.saelens import load_sae, save_sae
 from pipelines.steering import SteeringResources
-from pipelines.steering.resources import read_feature_labels
+from pipelines.steering.resources import read_labels_and_presets
 from tests.backend.conftest import copy_atlas, read_tables, settings_for
 from tests.backend.test_live_api import CLIP
 from tests.fixtures.live_server import LiveServer, tiny_resources
@@ -107,7 +107,7 @@ def test_the_live_worker_reloads_a_rebuilt_run_between_jobs(run: RunPaths) -> No
     def load() -> SteeringResources:
         loads.append(run_identity(run))
         bundle = tiny_resources().bundle
-        return SteeringResources(bundle, load_sae(run.sae), labels=read_feature_labels(run.atlas))
+        return SteeringResources(bundle, load_sae(run.sae), labels=read_labels_and_presets(run.atlas)[0])
 
     app = create_app(Settings(data_dir=run.root.parent.parent))
     app.state.inference = InferenceService(

@@ -40,6 +40,7 @@ def test_every_atlas_operation_is_covered(api) -> None:
 OPERATIONS = {
     "GET /api/v1/atlas": False,
     "GET /api/v1/taxonomy": False,
+    "GET /api/v1/presets": False,
     "GET /api/v1/features": True,
     "GET /api/v1/features/{feature_id}": True,
     "GET /api/v1/clips/{clip_id}": True,

@@ -5,6 +5,9 @@ Real app over HTTP (uvicorn), tiny random Whisper + a small random SAE; Debian's
 
 from __future__ import annotations
 
+import json
+import urllib.parse
+
 import pytest
 
 from tests.browser.conftest import shot
@@ -44,6 +47,12 @@ def test_upload_analyse_and_steer_shows_three_transcripts(data_root, tmp_path, p
         ]
         shot(page, "live-steered", full_page=True)
 
-        page.click("text=English → Spanish (difference of means)")
-        assert page.locator("#live-by-language").is_visible()
+        # a link with ?spec= fills the steering panel (what "send to steering" on other pages opens)
+        spec = '{"toward_language": "fr", "method": "dom", "strength": 0.4}'
+        page.goto(server.url + "/live?spec=" + urllib.parse.quote(spec))
+        page.wait_for_selector("#live-by-language", state="visible")
         assert page.locator("#live-method").input_value() == "dom"
+        assert page.locator("#live-language").input_value() == "fr"
+        assert json.loads(page.locator("#live-spec").input_value())["strength"] == 0.4
+        # this server has no atlas, so no presets: the preset panel says how to make them
+        assert page.locator("#live-preset option").count() == 0

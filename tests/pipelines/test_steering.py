@@ -12,6 +12,7 @@ import torch
 from pipelines.activations import ActivationsMeta, append_shard
 from pipelines.corpus.manifest import Clip, write_manifest
 from pipelines.errors import AtlasError
+from pipelines.model.transcribe import GREEDY
 from pipelines.steering import (
     AtlasSteeringData,
     LanguageEffects,
@@ -43,7 +44,8 @@ def random_sae(d_in: int, seed: int = 0):
 
 @pytest.fixture(scope="module")
 def res(tiny) -> SteeringResources:
-    return SteeringResources(tiny, random_sae(tiny.d_model))
+    """Greedy decoding: the random model's text always triggers Whisper's fallback (tested elsewhere)."""
+    return SteeringResources(tiny, random_sae(tiny.d_model), decoding=GREEDY)
 
 
 @pytest.fixture(scope="module")
@@ -157,7 +159,9 @@ def test_feature_act_scale_needs_typical_activations(res, audio) -> None:
     with pytest.raises(SteeringError, match="typical activations"):
         steer(res, audio, spec)
     typical = np.linspace(1, 2, D_SAE).astype(np.float32)
-    with_atlas = SteeringResources(res.bundle, res.sae, atlas=AtlasSteeringData(typical_act_F=typical))
+    with_atlas = SteeringResources(
+        res.bundle, res.sae, atlas=AtlasSteeringData(typical_act_F=typical), decoding=res.decoding
+    )
     result = steer(with_atlas, audio, spec)
     delta_D = (result.hidden_3TD[2] - result.hidden_3TD[0]).mean(0)
     torch.testing.assert_close(delta_D, float(typical[1]) * res.sae.W_dec[1], atol=1e-4, rtol=1e-4)
@@ -195,13 +199,15 @@ def test_toward_language_from_clip_gradients_raises_the_target_logit(res, audio)
     )  # a small step along a positive slope
 
 
-def test_toward_language_from_the_atlas_uses_its_top_effects(res, audio) -> None:
+def test_toward_language_by_attribution_uses_the_atlas_top_effects(res, audio) -> None:
     effect_FL = np.zeros((D_SAE, 2), np.float32)
     effect_FL[[10, 20, 30], 1] = [0.5, 2.0, 1.0]  # es
     effect_FL[20, 0] = 1.5  # en: feature 20 nets 0.5
     atlas = AtlasSteeringData(effects=LanguageEffects(["en", "es"], effect_FL))
-    spec = SteeringSpec(toward_language="es", source_language="en", n_features=10, max_new_tokens=4)
-    result = steer(SteeringResources(res.bundle, res.sae, atlas=atlas), audio, spec)
+    spec = SteeringSpec(
+        toward_language="es", source_language="en", rank="attribution", n_features=10, max_new_tokens=4
+    )
+    result = steer(SteeringResources(res.bundle, res.sae, atlas=atlas, decoding=res.decoding), audio, spec)
     assert result.plan.selection == "atlas"
     assert [(f.id, f.effect) for f in result.plan.features_used] == [(30, 1.0), (10, 0.5), (20, 0.5)]
     assert result.plan.source_language == "en" and result.plan.target_language == "es"
@@ -210,7 +216,7 @@ def test_toward_language_from_the_atlas_uses_its_top_effects(res, audio) -> None
 def test_atlas_tables_are_read_for_steering(tmp_path) -> None:
     import duckdb
 
-    from pipelines.steering.resources import read_atlas_steering_data, read_feature_labels
+    from pipelines.steering.resources import read_atlas_steering_data, read_labels_and_presets
     from tests.fixtures.synthetic_atlas import write_synthetic_atlas
 
     atlas = write_synthetic_atlas(tmp_path / "atlas.duckdb", n_features=64, n_clips=8)
@@ -222,7 +228,7 @@ def test_atlas_tables_are_read_for_steering(tmp_path) -> None:
     labels = dict(con.execute("SELECT id, label FROM features WHERE label <> ''").fetchall())
     np.testing.assert_allclose(data.typical_act_F, [mean_act[i] for i in range(64)], rtol=1e-6)
     assert data.effects.effect_FL[7, data.effects.languages.index("fr")] == pytest.approx(fr_effect)
-    assert read_feature_labels(atlas) == labels
+    assert read_labels_and_presets(atlas)[0] == labels
     assert read_atlas_steering_data(atlas, 16).effects.effect_FL.shape == (16, len(data.effects.languages))
     assert read_atlas_steering_data(tmp_path / "none.duckdb", 64) == AtlasSteeringData()
 
@@ -278,7 +284,7 @@ def test_difference_of_means_adds_the_normalised_mean_difference(res, audio, dat
     corpus, activations, _ = write_language_run(data_root, d=res.bundle.d_model)
     means = language_means(activations, corpus, set())
     result = steer(
-        SteeringResources(res.bundle, res.sae, dom=lambda: means),
+        SteeringResources(res.bundle, res.sae, dom=lambda: means, decoding=res.decoding),
         audio,
         SteeringSpec(
             toward_language="es", source_language="en", method="dom", strength=0.4, max_new_tokens=4
@@ -298,7 +304,7 @@ def test_intermediate_layer_edits_flow_through_the_rest_of_the_encoder(tiny, aud
     from pipelines.model.encoder import edit_layer, encode, features_for
 
     sae = random_sae(tiny.d_model, seed=1)
-    res2 = SteeringResources(tiny, sae, layer=2)
+    res2 = SteeringResources(tiny, sae, layer=2, decoding=GREEDY)
     result = steer(res2, audio, SteeringSpec(features=[{"id": 3, "strength": 0.5}], max_new_tokens=4))
     clip = encode_clip(tiny, audio, layer=2)
     n = clip.n_frames
@@ -321,9 +327,12 @@ def test_result_to_dict_is_json_ready(res, audio) -> None:
     result = steer(res, audio, SteeringSpec(features=[{"id": 4, "strength": 0.3}], max_new_tokens=4))
     payload = json.loads(json.dumps(result.to_dict()))
     assert set(payload) >= {"baseline", "reconstructed", "steered", "features_used", "diff", "warnings"}
-    assert set(payload["baseline"]) == {"text", "language", "language_probs", "repetitive"}
+    transcript = {"text", "language", "language_probs", "repetitive", "no_speech_prob", "avg_logprob"}
+    transcript |= {"temperature", "no_speech_gated"}
+    assert set(payload["baseline"]) == transcript
+    assert 0 <= payload["baseline"]["no_speech_prob"] <= 1 and payload["baseline"]["avg_logprob"] <= 0
     for name in ("reconstructed", "steered"):
-        assert set(payload[name]) == {"text", "language", "language_probs", "repetitive", "measures"}
+        assert set(payload[name]) == transcript | {"measures"}
         measures = payload[name]["measures"]
         assert measures["target"] is None and measures["succeeded_toward_target"] is None  # no target asked
         assert measures["token_flipped"] == (payload[name]["language"] != payload["baseline"]["language"])
@@ -392,64 +401,6 @@ def test_real_model_identities(real) -> None:
     z_TF = res.sae.encode(h_TD[:1])
     ids = z_TF[0].nonzero().squeeze(1)[:4]
     assert torch.equal(clamp_latents(res.sae, h_TD[:1], ids, z_TF[0, ids]), h_TD[:1])
-
-
-FLIP_STRENGTHS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0, 1.25, 1.5)
-
-
-@pytest.mark.integration
-@pytest.mark.parametrize("target", ["es", "fr"])
-def test_toward_language_flips_held_out_english_clips(real, target: str) -> None:
-    """Flip rate of the detected language on English clips the SAE never saw, SAE features (by language
-    effect, N=10) against the difference of means, with the smallest flipping strength per clip (units of
-    the clip's mean frame norm) and a steered transcript at that strength for the first clips. Written to
-    the run's steering/flips-en-<target>.json and printed."""
-    from pipelines.model.transcribe import LANGUAGES, language_logits, transcribe_encoded
-    from pipelines.steering import plan_steering
-
-    run, res = real
-    assert res.atlas.effects is not None, "the real run's atlas has no language effects"
-    clips = heldout_speech(run, "en", 8)
-    assert len(clips) == 8
-    strengths_S = torch.tensor(FLIP_STRENGTHS)
-    report: dict = {"target": target, "clips": len(clips), "strengths": FLIP_STRENGTHS, "methods": {}}
-    encoded = [encode_clip(res.bundle, audio, res.layer) for audio in clips]
-    for method in ("sae", "dom"):
-        rows = []
-        for i, clip in enumerate(encoded):
-            n = clip.n_frames
-            spec = SteeringSpec(toward_language=target, source_language="en", method=method, strength=1.0)
-            with torch.no_grad():
-                plan = plan_steering(res, spec, clip.site_TD, clip.final_BTD, n)
-                unit_delta_TD = plan.edit(clip.site_TD) - clip.site_TD  # the edit is linear in strength
-                states_STD = clip.final_BTD.repeat(len(FLIP_STRENGTHS), 1, 1)
-                states_STD[:, :n] += strengths_S[:, None, None] * unit_delta_TD
-                detected = [LANGUAGES[j] for j in language_logits(res.bundle, states_STD).argmax(-1).tolist()]
-            flip = next((k for k, lang in enumerate(detected) if lang == target), None)
-            row = {"detected": detected, "strength_at_flip": None if flip is None else FLIP_STRENGTHS[flip]}
-            if flip is not None and i < 3:
-                (steered,) = transcribe_encoded(res.bundle, states_STD[flip : flip + 1], max_new_tokens=48)
-                row["steered_text"] = steered.text
-            rows.append(row)
-        flipped = [r["strength_at_flip"] for r in rows if r["strength_at_flip"] is not None]
-        report["methods"][method] = {
-            "flipped": len(flipped),
-            "flip_rate": len(flipped) / len(clips),
-            "mean_strength_at_flip": float(np.mean(flipped)) if flipped else None,
-            "selection": plan.selection,
-            "clips": rows,
-        }
-    out = run.root / "steering" / f"flips-en-{target}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=1, ensure_ascii=False))
-    print(json.dumps({m: {k: v for k, v in r.items() if k != "clips"} for m, r in report["methods"].items()}))
-    assert report["methods"]["dom"]["flip_rate"] >= 0.35, report
-    if report["methods"]["sae"]["flip_rate"] < 0.35:
-        # Seen on the small CI run: toward es 0 of 8 (session 4, effects from the first clips per language)
-        # and toward fr 2 of 8 (session 5, effects from training windows only) while the difference of
-        # means flips 8 of 8. Choosing features by the added direction's first-order effect is issue 12's.
-        flipped = report["methods"]["sae"]["flipped"]
-        pytest.xfail(f"SAE features flip {flipped} of 8 toward {target} (issue 12)")
 
 
 @pytest.mark.integration

@@ -13,7 +13,7 @@
     form.addEventListener("submit", (e) => e.preventDefault());
     $("#live-file").addEventListener("change", () => clipChosen());
     $("#live-record").addEventListener("click", toggleRecording);
-    $$(".live-preset").forEach((b) => b.addEventListener("click", () => applyPreset(JSON.parse(b.dataset.spec))));
+    $("#live-preset").addEventListener("change", presetChosen);
     $$("input[name=live-target-kind]").forEach((r) => r.addEventListener("change", showPanel));
     form.addEventListener("input", syncSpec);
     form.addEventListener("change", syncSpec);
@@ -34,6 +34,15 @@
       if (e.detail.target && e.detail.target.id === "live-analysis") setupReadout();
     });
     showPanel();
+    loadPresets();
+    const asked = new URLSearchParams(location.search).get("spec");
+    if (asked) {
+      try {
+        applySpec(JSON.parse(asked));
+      } catch (err) {
+        /* a malformed ?spec= leaves the panel as it is */
+      }
+    }
     syncSpec();
   }
 
@@ -102,17 +111,24 @@
   }
 
   function showPanel() {
-    const byLanguage = targetKind() === "language";
-    $("#live-by-language").hidden = !byLanguage;
-    $("#live-by-features").hidden = byLanguage;
+    const kind = targetKind();
+    $("#live-by-preset").hidden = kind !== "preset";
+    $("#live-by-language").hidden = kind !== "language";
+    $("#live-by-features").hidden = kind !== "features";
     syncSpec();
   }
 
   function buildSpec() {
-    if (targetKind() === "language") {
+    const kind = targetKind();
+    if (kind === "preset") {
+      return { preset: $("#live-preset").value, strength: parseFloat($("#live-preset-strength").value) };
+    }
+    if (kind === "language") {
+      const method = $("#live-method").value;
       return {
         toward_language: $("#live-language").value,
-        method: $("#live-method").value,
+        method,
+        ...(method === "sae" ? { rank: $("#live-rank").value } : {}),
         strength: parseFloat($("#live-strength").value),
         n_features: parseInt($("#live-n-features").value, 10) || 10,
       };
@@ -121,25 +137,80 @@
       id: parseInt(li.dataset.feature, 10),
       strength: parseFloat($("input[type=range]", li).value),
     }));
-    return { features, mode: $("#live-mode").value, scale: $("#live-scale").value };
+    return { features, mode: $("#live-mode").value, scale: $("#live-scale").value, frames: $("#live-frames").value };
+  }
+
+  // --- presets and their curves (GET /api/v1/presets) ----------------------------------------------------
+
+  let presets = [];
+
+  async function loadPresets() {
+    try {
+      const res = await fetch("/api/v1/presets");
+      presets = res.ok ? (await res.json()).presets : [];
+    } catch (err) {
+      presets = [];
+    }
+    const select = $("#live-preset");
+    select.replaceChildren(
+      ...presets.map((p) => Object.assign(document.createElement("option"), { value: p.id, textContent: p.id }))
+    );
+    $("#live-no-presets").hidden = presets.length > 0;
+    if (!presets.length && targetKind() === "preset") {
+      $("input[name=live-target-kind][value=features]").checked = true;
+      showPanel();
+    }
+    if (presets.length) presetChosen();
+  }
+
+  function presetChosen() {
+    const preset = presets.find((p) => p.id === $("#live-preset").value);
+    if (!preset) return;
+    $("#live-preset-strength").value = preset.default_strength;
+    $("#live-preset-about").textContent = `${preset.description} Default strength ${preset.default_strength} (best ${preset.score.replace(/_/g, " ")} on ${preset.clips} training clips).`;
+    drawCurve(preset);
+    syncSpec();
+  }
+
+  function drawCurve(preset) {
+    window.steeringCurves.draw($("#live-preset-curve"), preset);
+    const table = $("#live-curve-table");
+    table.replaceChildren(window.steeringCurves.table(preset));
+    table.hidden = false;
+  }
+
+  function applySpec(spec) {
+    if (spec.preset) {
+      $("input[name=live-target-kind][value=preset]").checked = true;
+      $("#live-preset").value = spec.preset;
+      if (spec.strength !== undefined) $("#live-preset-strength").value = spec.strength;
+    } else if (spec.toward_language) {
+      $("input[name=live-target-kind][value=language]").checked = true;
+      $("#live-language").value = spec.toward_language;
+      if (spec.method) $("#live-method").value = spec.method;
+      if (spec.rank) $("#live-rank").value = spec.rank;
+      if (spec.strength !== undefined) $("#live-strength").value = spec.strength;
+      if (spec.n_features) $("#live-n-features").value = spec.n_features;
+    } else if (Array.isArray(spec.features)) {
+      spec.features.forEach((f) => addFeature(f.id, ""));
+      $$(".live-feature").forEach((li) => {
+        const f = spec.features.find((g) => g.id === parseInt(li.dataset.feature, 10));
+        if (f && f.strength !== undefined) $("input[type=range]", li).value = f.strength;
+      });
+      if (spec.mode) $("#live-mode").value = spec.mode;
+      if (spec.frames) $("#live-frames").value = spec.frames;
+    }
+    showPanel();
   }
 
   function syncSpec() {
     $$(".live-feature").forEach((li) => ($("output", li).textContent = $("input[type=range]", li).value));
     $("#live-strength-out").textContent = $("#live-strength").value;
+    $("#live-preset-strength-out").textContent = $("#live-preset-strength").value;
     $("#live-features-empty").hidden = $$(".live-feature").length > 0;
     const spec = JSON.stringify(buildSpec());
     $("#live-spec").value = spec;
     return spec;
-  }
-
-  function applyPreset(spec) {
-    $("input[name=live-target-kind][value=language]").checked = true;
-    $("#live-language").value = spec.toward_language;
-    $("#live-method").value = spec.method;
-    $("#live-strength").value = spec.strength;
-    if (spec.n_features) $("#live-n-features").value = spec.n_features;
-    showPanel();
   }
 
   function addFeature(id, label) {
