@@ -13,7 +13,7 @@ import functools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
@@ -219,33 +219,36 @@ def language_means(
     return means
 
 
+def _save_npz(path: Path, **arrays: Any) -> None:
+    """Write `arrays` to `path` atomically: beside it first, then renamed into place (`pipelines.durable`)."""
+    from pipelines import durable
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = durable.sibling(path, "tmp")
+    with tmp.open("wb") as out:
+        np.savez(out, **arrays)
+    durable.replace(tmp, path)
+
+
 def _save_means(cache: Path, means: LanguageMeans) -> None:
-    """Write `means` to `cache` atomically (a temporary file, then a rename)."""
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_name(cache.name + ".tmp.npz")
-    np.savez(
-        tmp,
+    _save_npz(
+        cache,
         languages=np.array(means.languages),
         means_LD=means.means_LD,
         counts_L=means.counts_L,
         fingerprint=np.array(means.fingerprint),
     )
-    tmp.replace(cache)
 
 
 def save_calibration(path: Path, cal: Calibration) -> None:
-    """Write `cal` atomically (a temporary file, then a rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(
-        tmp,
+    _save_npz(
+        path,
         languages=np.array(cal.languages),
         grad_LLD=cal.grad_LLD,
         selectivity_FL=cal.selectivity_FL,
         nonspeech_selectivity_F=cal.nonspeech_selectivity_F,
         silence_grad_D=cal.silence_grad_D,
     )
-    tmp.replace(path)
 
 
 def load_calibration(path: Path, d_sae: int) -> Calibration | None:
