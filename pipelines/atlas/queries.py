@@ -280,6 +280,9 @@ _STATEMENTS: dict[str, Callable[[], Any]] = {
         clip_mels.c.clip_id == sa.bindparam("clip_id")
     ),
     "labelled_features": lambda: sa.select(features.c.id, features.c.label).where(features.c.label != ""),
+    "typed_features": lambda: sa.select(features.c.id, features.c.label_type).where(
+        features.c.label_type != ""
+    ),
     "typical_activations": lambda: sa.select(features.c.id, features.c.mean_act).where(_below(features.c.id)),
     "language_effects": lambda: sa.select(
         feature_language_effects.c.feature_id,

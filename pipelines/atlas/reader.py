@@ -273,6 +273,10 @@ class AtlasReader:
         """Feature id -> label, for labelled features only."""
         return dict(self._rows("labelled_features"))
 
+    def feature_types(self) -> dict[int, str]:
+        """Feature id -> type (`schema.LABEL_TYPES`), for features the analysis typed."""
+        return dict(self._rows("typed_features"))
+
     def typical_activations(self, d_sae: int) -> np.ndarray | None:
         """(d_sae,) each feature's mean activation when it fires (`features.mean_act`); None without rows.
 

@@ -108,6 +108,7 @@ def _print_result(payload: dict) -> None:
     used = ", ".join(
         f"{'dom' if f['id'] is None else f['id']}:{f['strength']:.3g}"
         + (f" {f['label']}" if f["label"] else "")
+        + (f" [{f['label_type']}]" if f["label_type"] else "")
         for f in payload["features_used"]
     )
     console.print(f"features used ({payload['mode']}, {payload['method']}, scale {payload['scale']}): {used}")

@@ -46,6 +46,8 @@ class UsedFeature:
     label: str = ""
     effect: float | None = None
     """Its score under the spec's `rank`, when chosen toward a language."""
+    label_type: str = ""
+    """The atlas's type for the feature (phonetic, lexical, ...: `schema.LABEL_TYPES`), '' when untyped."""
 
 
 @dataclass
@@ -152,7 +154,7 @@ def _feature_plan(res: SteeringResources, spec: SteeringSpec, h_TD: torch.Tensor
         raise SteeringError(f"unknown feature ids {bad}: this SAE has features 0..{sae.d_sae - 1}")
     ids_K = torch.tensor(ids, device=h_TD.device)
     strengths_K = torch.tensor([f.strength for f in spec.features], dtype=h_TD.dtype, device=h_TD.device)
-    used = [UsedFeature(f.id, f.strength, res.labels.get(f.id, "")) for f in spec.features]
+    used = [_used(res, f.id, f.strength) for f in spec.features]
     if spec.mode == "scale":
         return SteeringPlan(lambda h: scale_latents(sae, h, ids_K, strengths_K), used)
     units_K = feature_units(sae, ids_K, spec.scale, mean_frame_norm(h_TD), res.atlas.typical_act_F)
@@ -161,6 +163,13 @@ def _feature_plan(res: SteeringResources, spec: SteeringSpec, h_TD: torch.Tensor
         return SteeringPlan(lambda h: clamp_latents(sae, h, ids_K, values_K), used)
     directions_KD = sae.W_dec[ids_K]
     return SteeringPlan(lambda h: add_directions(h, directions_KD, values_K), used)
+
+
+def _used(res: SteeringResources, feature: int, strength: float, effect: float | None = None) -> UsedFeature:
+    """An SAE feature as applied, with its atlas label and type."""
+    return UsedFeature(
+        feature, strength, res.labels.get(feature, ""), effect, res.atlas.label_types.get(feature, "")
+    )
 
 
 def _reads_calibration(spec: SteeringSpec) -> bool:
@@ -213,7 +222,7 @@ def _language_feature_direction(
     top_scores, top_ids = top_scores[keep], top_ids[keep]
     weights_K = top_scores / top_scores.sum()
     used = [
-        UsedFeature(int(i), float(w) * spec.strength, res.labels.get(int(i), ""), float(sc))
+        _used(res, int(i), float(w) * spec.strength, float(sc))
         for i, w, sc in zip(top_ids, weights_K, top_scores)
     ]
     return weights_K @ units_FD[top_ids], used

@@ -108,11 +108,13 @@ class Calibration:
 
 @dataclass
 class AtlasSteeringData:
-    """The atlas tables steering reads: typical activations and language effects."""
+    """The atlas tables steering reads: typical activations, language effects and feature types."""
 
     typical_act_F: np.ndarray | None = None
     """(F,) mean activation of each feature when it fires (atlas `features.mean_act`)."""
     effects: LanguageEffects | None = None
+    label_types: dict[int, str] = field(default_factory=dict)
+    """Feature id -> its type (`schema.LABEL_TYPES`), for typed features: what "why these features" shows."""
 
 
 @dataclass
@@ -145,7 +147,8 @@ def read_atlas_steering_data(atlas: Path, d_sae: int) -> AtlasSteeringData:
     with AtlasReader.open(atlas) as reader:
         typical_F = reader.typical_activations(d_sae)
         effects = reader.language_effects(d_sae)
-    return AtlasSteeringData(typical_F, None if effects is None else LanguageEffects(*effects))
+        types = {f: t for f, t in reader.feature_types().items() if f < d_sae}
+    return AtlasSteeringData(typical_F, None if effects is None else LanguageEffects(*effects), types)
 
 
 def read_labels_and_presets(atlas: Path) -> tuple[dict[int, str], dict[str, Preset]]:

@@ -69,7 +69,8 @@ def test_steer_returns_baseline_reconstructed_and_steered(client) -> None:
     strong = post(
         client, "/api/v1/steer", spec={"features": [{"id": 5, "strength": 3}], "mode": "add"}
     ).json()
-    assert strong["features_used"] == [{"id": 5, "strength": 3, "label": "", "effect": None}]
+    used = {"id": 5, "strength": 3, "label": "", "effect": None, "label_type": ""}
+    assert strong["features_used"] == [used]
     assert strong["steered"]["language_probs"] != strong["baseline"]["language_probs"]
     assert strong["baseline"] == body["baseline"] and strong["reconstructed"] == body["reconstructed"]
     assert set(strong["baseline"]) == {

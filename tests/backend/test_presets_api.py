@@ -50,7 +50,8 @@ def test_steer_by_preset_uses_its_default_or_given_strength(data_root) -> None:
 
         r = steer({"preset": "quiet"})
         assert r.status_code == 200, r.text
-        assert r.json()["features_used"][0] == {"id": 4, "strength": 0.25, "label": "", "effect": None}
+        used = {"id": 4, "strength": 0.25, "label": "", "effect": None, "label_type": ""}
+        assert r.json()["features_used"][0] == used
         r = steer({"preset": "toward_es", "strength": 0.8})
         assert r.status_code == 200, r.text
         assert r.json()["target_language"] == "es" and r.json()["method"] == "random"

@@ -226,9 +226,11 @@ def test_atlas_tables_are_read_for_steering(tmp_path) -> None:
     sql = "SELECT effect FROM feature_language_effects WHERE feature_id = 7 AND language = 'fr'"
     (fr_effect,) = con.execute(sql).fetchone()
     labels = dict(con.execute("SELECT id, label FROM features WHERE label <> ''").fetchall())
+    types = dict(con.execute("SELECT id, label_type FROM features WHERE label_type <> ''").fetchall())
     np.testing.assert_allclose(data.typical_act_F, [mean_act[i] for i in range(64)], rtol=1e-6)
     assert data.effects.effect_FL[7, data.effects.languages.index("fr")] == pytest.approx(fr_effect)
     assert read_labels_and_presets(atlas)[0] == labels
+    assert data.label_types == types and types  # "why these features" shows each one's type
     assert read_atlas_steering_data(atlas, 16).effects.effect_FL.shape == (16, len(data.effects.languages))
     assert read_atlas_steering_data(tmp_path / "none.duckdb", 64) == AtlasSteeringData()
 
@@ -337,7 +339,8 @@ def test_result_to_dict_is_json_ready(res, audio) -> None:
         assert measures["target"] is None and measures["succeeded_toward_target"] is None  # no target asked
         assert measures["token_flipped"] == (payload[name]["language"] != payload["baseline"]["language"])
         assert measures["cer_vs_baseline"] >= 0 and measures["length_ratio"] >= 0
-    assert payload["features_used"] == [{"id": 4, "strength": 0.3, "label": "", "effect": None}]
+    used = {"id": 4, "strength": 0.3, "label": "", "effect": None, "label_type": ""}
+    assert payload["features_used"] == [used]
 
 
 def test_cli_without_an_sae_names_the_command_to_run(data_root, tmp_path) -> None:
