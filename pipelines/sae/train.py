@@ -81,12 +81,17 @@ class TrainingData:
         return torch.from_numpy(np.flatnonzero(np.isin(self.clip_of_frame_N, clip_rows)))
 
 
-def run_clips(meta: ActivationsMeta) -> list[Clip]:
-    """The manifest the activations were extracted from (rows index it)."""
+def run_corpus(meta: ActivationsMeta) -> Path:
+    """The folder of the corpus the activations were extracted from (a name or a path in `meta`)."""
     folder = Path(meta.corpus) if Path(meta.corpus).is_dir() else corpus_dir(meta.corpus)
     if not (folder / MANIFEST_NAME).is_file():
         raise missing_stage(f"manifest of corpus {meta.corpus!r}", folder, "corpus build")
-    return read_manifest(folder)
+    return folder
+
+
+def run_clips(meta: ActivationsMeta) -> list[Clip]:
+    """The manifest the activations were extracted from (rows index it)."""
+    return read_manifest(run_corpus(meta))
 
 
 def deal_shards(

@@ -268,3 +268,5 @@ def test_cli_build_and_export(setup, tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert out.exit_code == 0, out.output
     out = runner.invoke(app, ["export", "neuronpedia", str(tmp_path / "np"), "--run", "missing"])
     assert out.exit_code == 1 and "build" in out.output
+    out = runner.invoke(app, ["calibrate", "--corpus", "another"])  # its split's rows index the run's own
+    assert out.exit_code == 1 and "was extracted from corpus" in out.output and "another" in out.output
