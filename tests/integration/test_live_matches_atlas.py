@@ -3,7 +3,10 @@
 Extraction encodes exact Whisper windows (`recording` mode: a speaker's clips joined into one recording), so
 uploading the very recording of a window is the same computation: the live per-frame latents must equal
 those of the stored activations up to float16 storage, cosine >= 0.99 on every frame of every clip in it
-(issue 9). The live API returns each frame's top features, so both sides are cut to the same top-k.
+(issue 9). The live API returns each frame's top features, so the stored side is read on the same features,
+and no stored feature left out may be stronger than the weakest one returned (beyond float16 error). Cutting
+both sides to their own top-k instead made a near-tie at the k-th place fail a frame (cosine 0.96 in CI when
+two features 1e-3 apart swapped places).
 """
 
 from __future__ import annotations
@@ -37,13 +40,23 @@ def stored_latents(run, rows: list[int], sae) -> dict[int, torch.Tensor]:
     return found
 
 
-def top_k_cosine(frame: dict, expected_F: torch.Tensor) -> float:
-    live_F = torch.zeros_like(expected_F)
-    for feature, value in frame["features"]:
-        live_F[feature] = value
-    top = expected_F.topk(max(len(frame["features"]), 1))
-    stored_F = torch.zeros_like(expected_F).index_copy_(0, top.indices, top.values)
-    return torch.nn.functional.cosine_similarity(live_F, stored_F, dim=0).item()
+TIE = 0.01
+"""How much stronger (relative to the frame's strongest) a stored feature the live top-k left out may be:
+float16 storage of the activations moves latents by ~1e-3 of that."""
+
+
+def same_top_features(frame: dict, expected_F: torch.Tensor) -> tuple[float, float]:
+    """(cosine of the live values with the stored ones on the live features, how much the strongest stored
+    feature left out exceeds the weakest live one, relative to the frame's strongest)."""
+    ids = torch.tensor([f for f, _ in frame["features"]], dtype=torch.long)
+    live = torch.tensor([v for _, v in frame["features"]], dtype=expected_F.dtype)
+    if len(ids) == 0:
+        return 1.0, 1.0 if expected_F.max() > 0 else 0.0
+    cosine = torch.nn.functional.cosine_similarity(live, expected_F[ids], dim=0).item()
+    left_out = expected_F.clone()
+    left_out[ids] = -float("inf")
+    excess = (left_out.max() - live.min()).clamp(min=0) / expected_F.max().clamp(min=1e-12)
+    return cosine, float(excess)
 
 
 def test_uploaded_recording_matches_the_stored_frames(repo_data_dir, tmp_path) -> None:
@@ -66,5 +79,8 @@ def test_uploaded_recording_matches_the_stored_frames(repo_data_dir, tmp_path) -
     frames = response.json()["frames"]
     for row, offset in zip(rows, offsets):
         n = len(expected[row])
-        cosines = [top_k_cosine(frame, e) for frame, e in zip(frames[offset : offset + n], expected[row])]
+        cosines, excess = zip(
+            *(same_top_features(frame, e) for frame, e in zip(frames[offset : offset + n], expected[row]))
+        )
         assert len(cosines) == n and min(cosines) >= 0.99, (clips[row].id, np.percentile(cosines, [0, 5, 50]))
+        assert max(excess) <= TIE, (clips[row].id, max(excess))
