@@ -66,6 +66,16 @@ def text_language(text: str) -> tuple[str, float]:
     return _LANGID_ALIASES.get(language, language), float(probability)
 
 
+def target_probability(text: str, target: str) -> float:
+    """py3langid's probability that the text is in `target` (0.0 for very short text): a graded version of
+    "reads as the target", which separates steers that the success count ties."""
+    norm = normalise_text(text)
+    if sum(ch.isalpha() for ch in norm) < MIN_LETTERS:
+        return 0.0
+    wanted = next((code for code, whisper in _LANGID_ALIASES.items() if whisper == target), target)
+    return float(dict(_identifier().rank(norm)).get(wanted, 0.0))
+
+
 def _units(norm: str) -> list[str]:
     """Words; for a single word (no-space scripts such as Chinese, or "lalalala"), its characters."""
     words = norm.split()
@@ -129,6 +139,8 @@ class TranscriptMeasures:
     """Whisper's detected language token differs from the baseline's."""
     target: str | None = None
     """The language the steering asked for (None: no target)."""
+    target_probability: float | None = None
+    """py3langid's probability that the text is in `target` (`target_probability`); None without a target."""
 
     def succeeded_toward(self, target: str) -> bool:
         """The text reads as `target` and is not a loop: a language-token flip alone does not count."""
@@ -137,8 +149,8 @@ class TranscriptMeasures:
     def to_dict(self) -> dict[str, Any]:
         """JSON view: the fields (floats rounded) plus `succeeded_toward_target` (None without a target)."""
         out = asdict(self)
-        for key in ("text_language_probability", "cer_vs_baseline", "length_ratio"):
-            out[key] = round(out[key], 4)
+        for key in ("text_language_probability", "cer_vs_baseline", "length_ratio", "target_probability"):
+            out[key] = None if out[key] is None else round(out[key], 4)
         out["succeeded_toward_target"] = None if self.target is None else self.succeeded_toward(self.target)
         return out
 
@@ -156,4 +168,5 @@ def measure(
         length_ratio=len(normalise_text(text)) / max(len(normalise_text(baseline_text)), 1),
         token_flipped=language != baseline_language,
         target=target,
+        target_probability=None if target is None else target_probability(text, target),
     )

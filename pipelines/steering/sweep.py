@@ -5,7 +5,9 @@ and its steered states at every strength in one batch with Whisper's decoding (`
 temperature fallback, no-speech gate), and aggregates per strength:
 
 - toward a language L: `token_flip_rate` (the language token changed), `success_rate` (the text reads as L
-  and does not loop, `TranscriptMeasures.succeeded_toward`), `loop_rate`, `cer` (mean CER vs baseline);
+  and does not loop, `TranscriptMeasures.succeeded_toward`), `loop_rate`, `cer` (mean CER vs baseline),
+  `target_score` (mean probability that the text is in L, 0 for a loop: success graded, so that few clips
+  can still tell two steers apart);
 - for silencing non-speech: `hallucination_rate` (the text is not empty), `gated_hallucination_rate` (not
   empty and not dropped by Whisper's no-speech gate), `changed_rate` (text differs from the baseline) and
   `cer`, each on the clips given (callers pass non-speech and speech clips separately).
@@ -113,6 +115,9 @@ def language_curve(
         curve.setdefault("success_rate", []).append(_mean([m.succeeded_toward(target) for m in at]))
         curve.setdefault("loop_rate", []).append(_mean([m.degenerate for m in at]))
         curve.setdefault("cer", []).append(_mean([min(m.cer_vs_baseline, 1.0) for m in at]))
+        curve.setdefault("target_score", []).append(
+            _mean([0.0 if m.degenerate else m.target_probability or 0.0 for m in at])
+        )
     return curve
 
 

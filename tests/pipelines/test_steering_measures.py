@@ -88,6 +88,14 @@ def test_unchanged_transcript_measures_zero_change() -> None:
     assert m.to_dict()["succeeded_toward_target"] is None
 
 
+def test_target_probability_grades_how_much_the_text_reads_as_the_target() -> None:
+    spanish = measure(SENTENCES["en"], "en", SENTENCES["es"], "es", target="es").target_probability
+    english = measure(SENTENCES["en"], "en", SENTENCES["en"], "es", target="es").target_probability
+    assert spanish is not None and english is not None and spanish > 0.9 > 0.1 > english
+    assert measure("hello", "en", "la", "es", target="es").target_probability == 0.0  # too short to tell
+    assert measure("hello", "en", "hola", "es", target=None).target_probability is None
+
+
 def test_length_ratio_counts_normalised_characters() -> None:
     m = measure("Hello, world!", "en", "hello", "en", target=None)  # "hello world" (11) vs "hello" (5)
     assert m.length_ratio == pytest.approx(5 / 11) and m.cer_vs_baseline == pytest.approx(6 / 11)
@@ -105,9 +113,11 @@ def test_to_dict_is_json_ready_and_typed() -> None:
         "length_ratio",
         "token_flipped",
         "target",
+        "target_probability",
         "succeeded_toward_target",
     }
     assert payload["text_language"] == "de" and payload["succeeded_toward_target"] is True
+    assert payload["target_probability"] > 0.9
     assert isinstance(payload["text_language_probability"], float)
     assert set(payload) - {"succeeded_toward_target"} == set(TranscriptMeasures.__dataclass_fields__)
 
