@@ -316,6 +316,9 @@ class TranscriptMeasures(BaseModel):
     )
     token_flipped: bool = Field(description="Whisper's detected language token differs from the baseline's")
     target: str | None = Field(description="the language the steering asked for (null: none asked)")
+    target_probability: float | None = Field(
+        description="py3langid's probability that the text is in `target`, 0..1 (null without a target)"
+    )
     succeeded_toward_target: bool | None = Field(
         description="the text reads as `target` and is not degenerate (null when no target was asked)"
     )
@@ -406,7 +409,7 @@ class SteeringPreset(BaseModel):
     curve: dict[str, list[float]] = Field(
         description="Per strength (`strength`, 0 first): token_flip_rate, success_rate, loop_rate, cer "
         "toward a language; hallucination_rate, gated_hallucination_rate, speech_changed_rate, speech_cer, "
-        "net_score for silencing"
+        "silencing_gain for silencing"
     )
     score: str = Field(description="The curve column the default strength maximises")
     clips: int = Field(description="Training clips the curve was measured on")

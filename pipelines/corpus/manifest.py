@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 MANIFEST_NAME = "manifest.jsonl"
 
@@ -51,6 +51,19 @@ def read_manifest(corpus: Path) -> list[Clip]:
     """All clips of the corpus at folder `corpus`, in manifest order."""
     with open(corpus / MANIFEST_NAME, encoding="utf-8") as f:
         return [Clip(**json.loads(line)) for line in f if line.strip()]
+
+
+def round_robin(clips: list[Clip], key: Callable[[Clip], str]) -> list[Clip]:
+    """`clips` reordered to take one of each `key` (sorted) in turn, in their order within each: the first
+    few cover every category, language or speaker."""
+    groups: dict[str, list[Clip]] = {}
+    for clip in clips:
+        groups.setdefault(key(clip), []).append(clip)
+    queues = [group for _, group in sorted(groups.items())]
+    ordered: list[Clip] = []
+    while any(queues):
+        ordered += [q.pop(0) for q in queues if q]
+    return ordered
 
 
 def write_manifest(corpus: Path, clips: Iterable[Clip]) -> None:

@@ -15,7 +15,7 @@
   }
 
   const pretty = (name) => name.replace(/_/g, " ");
-  const rates = (preset) => Object.keys(preset.curve).filter((k) => k !== "strength" && k !== "net_score");
+  const rates = (preset) => Object.keys(preset.curve).filter((k) => k !== "strength" && k !== "silencing_gain");
 
   function draw(svg, preset) {
     const xs = preset.curve.strength;
