@@ -21,7 +21,7 @@ from pipelines.steering import load_steering_resources
 from pipelines.steering.heldout import compare_methods, compare_silencing, heldout_clips
 
 STRENGTHS = [0.3, 0.6, 1.0]
-SILENCE_STRENGTHS = [0.1, 0.25, 0.5]
+SILENCE_STRENGTHS = [0.05, 0.1, 0.15, 0.25, 0.5]
 
 
 def main() -> None:
@@ -53,7 +53,8 @@ def main() -> None:
     print(f"\nsilencing: {n_quiet} held-out non-speech clips, {n_speech} speech clips")
     print(f"no steering {silence['no_steering']:.2f}, Whisper's gate {silence['whisper_gate']:.2f}")
     for k, s in enumerate(silence["strength"]):
-        rates = {key: silence[key][k] for key in ("preset", "preset_and_gate", "random_features")}
+        keys = ("preset", "preset_and_gate", "random_features", "random_features_and_gate")
+        rates = {key: silence[key][k] for key in keys}
         speech = (
             f"speech changed {silence['speech_changed_rate'][k]:.2f} (CER {silence['speech_cer'][k]:.2f})"
         )

@@ -1,30 +1,35 @@
 """Steering judged on clips held out from every choice: each method beside its controls, and silencing beside
 Whisper's no-speech gate.
 
-The clips are the SAE's evaluation sets (new speaker, or known speaker with a new sentence: `pipelines.sae.
-split`), which neither the SAE, nor `whisper-atlas calibrate`'s gradients, selectivities, rankings and
-default strengths ever saw.
+The clips are those the run never trained on (`heldout_clips`): on its own corpus its SAE's evaluation sets
+(new speaker, or known speaker with a new sentence: `pipelines.sae.split`); on a larger corpus that holds
+its own (the tests score the small test run on the default corpus), every other clip too. Neither the SAE
+nor `whisper-atlas calibrate`'s gradients, selectivities, rankings and default strengths ever saw them.
 
 - `compare_methods`: toward a language, on held-out speech clips of every other corpus language, the three
   SAE rankings, the difference of means, the language gradient and a random direction (a different seed per
   clip) at the same strengths; `pipelines.steering.sweep.language_curve` per method.
 - `compare_silencing`: on held-out non-speech clips, the hallucination rate with no steering, with Whisper's
   gate (no_speech_prob > 0.6 and avg_logprob < -1 drops the text) and with the `suppress_hallucination` preset
-  (with and without the gate), beside random directions of the same norm on the same frames; on held-out
-  speech clips, how many transcripts the preset changed.
+  (with and without the gate), beside as many random features applied the same way; on held-out speech
+  clips of every language, how many transcripts the preset changed (and each transcript, to read).
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pipelines.corpus.manifest import SPEECH, Clip
+from pipelines.corpus.manifest import SPEECH, Clip, round_robin
 from pipelines.errors import AtlasError
 from pipelines.paths import RunPaths
 from pipelines.steering.resources import SteeringResources
-from pipelines.steering.spec import FeatureStrength, SteeringSpec
-from pipelines.steering.sweep import decode_sweep, encode_clips, language_curve, silence_curve
+from pipelines.steering.spec import SteeringSpec
+from pipelines.steering.sweep import SweepClip, decode_sweep, encode_clips, language_curve, silence_curve
+
+if TYPE_CHECKING:
+    from pipelines.model.transcribe import Transcription
 
 METHODS: dict[str, dict[str, Any]] = {
     "sae_effect": {"method": "sae", "rank": "effect"},
@@ -37,14 +42,25 @@ METHODS: dict[str, dict[str, Any]] = {
 """Each method's spec fields toward a language (n_features 10 for the SAE ones)."""
 
 
-def heldout_clips(run: RunPaths, clips: list[Clip]) -> list[Clip]:
-    """The SAE's evaluation clips (speaker- and group-held-out), in manifest order."""
+def heldout_clips(run: RunPaths, pool: list[Clip]) -> list[Clip]:
+    """The clips of `pool` that the run's SAE and calibration never read (all but its training clips, by
+    id): those of speakers it never trained on first, each group in `pool` order. `pool` is the run's own
+    corpus (its evaluation clips) or a larger corpus that contains it."""
+    from pipelines.activations import read_meta
     from pipelines.sae.split import read_split
+    from pipelines.sae.train import run_clips
 
     split = read_split(run.sae)
     if split is None:
         raise AtlasError(f"{run.sae} records no split: retrain with `whisper-atlas train`")
-    return [clips[row] for row in split.evaluation]
+    meta = read_meta(run.activations)
+    if meta is None:
+        raise AtlasError(f"{run.activations} holds no activations: run `whisper-atlas extract`")
+    own = run_clips(meta)
+    trained = [own[row] for row in split.train]
+    ids, speakers = {c.id for c in trained}, {c.speaker for c in trained if c.speaker}
+    unseen = [c for c in pool if c.id not in ids]
+    return sorted(unseen, key=lambda c: c.speaker in speakers)
 
 
 def _per_language(clips: list[Clip], per_language: int, skip: str) -> list[Clip]:
@@ -65,12 +81,14 @@ def compare_methods(
     target: str,
     strengths: list[float],
     per_language: int = 2,
+    methods: tuple[str, ...] = tuple(METHODS),
 ) -> dict[str, Any]:
-    """Each method's curve toward `target` on held-out clips of the other languages (module doc)."""
+    """Each of `methods`' curve toward `target` on held-out clips of the other languages (module doc)."""
     sources = _per_language(heldout, per_language, target)
     encoded = encode_clips(res, corpus, sources)
     out: dict[str, Any] = {"target": target, "clips": [c.id for c in sources], "methods": {}}
-    for name, fields in METHODS.items():
+    for name in methods:
+        fields = METHODS[name]
         if fields.get("rank") == "attribution" and res.atlas.effects is None:
             continue
         curves = []
@@ -89,31 +107,30 @@ def compare_silencing(
     corpus: Path,
     heldout: list[Clip],
     strengths: list[float],
-    speech_clips: int = 12,
+    nonspeech_clips: int = 24,
+    speech_clips: int = 14,
 ) -> dict[str, Any]:
-    """The silencing preset against no steering, Whisper's gate and random directions (module doc)."""
+    """The silencing preset against no steering, Whisper's gate and random features (module doc), on up to
+    `nonspeech_clips` held-out non-speech clips (taken in turn from each category) and `speech_clips`
+    speech clips (in turn from each language)."""
+    import numpy as np
+
     preset = res.presets.get("suppress_hallucination")
     if preset is None:
         raise AtlasError("the atlas has no suppress_hallucination preset: run `whisper-atlas calibrate`")
+    quiet_clips = round_robin([c for c in heldout if c.category != SPEECH], lambda c: c.category)
+    voiced = round_robin([c for c in heldout if c.category == SPEECH], lambda c: c.language)
+    nonspeech = encode_clips(res, corpus, quiet_clips[:nonspeech_clips])
+    speech = encode_clips(res, corpus, voiced[:speech_clips])
     ids = [f["id"] for f in preset.spec["features"]]
-    nonspeech = encode_clips(res, corpus, [c for c in heldout if c.category != SPEECH])
-    speech = encode_clips(res, corpus, [c for c in heldout if c.category == SPEECH][:speech_clips])
+    others = np.random.default_rng(len(ids)).choice(res.sae.d_sae, len(ids), replace=False)
+    control = replace(preset, spec={**preset.spec, "features": [{"id": int(f)} for f in others]})
 
-    def preset_at(s: float) -> SteeringSpec:
-        features = [FeatureStrength(id=f, strength=s) for f in ids]
-        return SteeringSpec(features=features, mode="add", frames=preset.spec.get("frames", "all"))
-
-    def random_at(s: float) -> SteeringSpec:  # random features of the same count: the same added norm
-        import numpy as np
-
-        rng = np.random.default_rng(len(ids))
-        others = rng.choice(res.sae.d_sae, len(ids), replace=False)
-        features = [FeatureStrength(id=int(f), strength=s) for f in others]
-        return SteeringSpec(features=features, mode="add", frames=preset.spec.get("frames", "all"))
-
-    quiet = silence_curve(decode_sweep(res, nonspeech, preset_at, strengths), strengths)
-    control = silence_curve(decode_sweep(res, nonspeech, random_at, strengths), strengths)
-    kept = silence_curve(decode_sweep(res, speech, preset_at, strengths), strengths)
+    quiet_runs = decode_sweep(res, nonspeech, preset.steering_spec, strengths)
+    quiet = silence_curve(quiet_runs, strengths)
+    random = silence_curve(decode_sweep(res, nonspeech, control.steering_spec, strengths), strengths)
+    speech_runs = decode_sweep(res, speech, preset.steering_spec, strengths)
+    kept = silence_curve(speech_runs, strengths)
     return {
         "nonspeech_clips": [c.clip.id for c in nonspeech],
         "speech_clips": [c.clip.id for c in speech],
@@ -122,8 +139,24 @@ def compare_silencing(
         "whisper_gate": quiet["gated_hallucination_rate"][0],
         "preset": quiet["hallucination_rate"],
         "preset_and_gate": quiet["gated_hallucination_rate"],
-        "random_features": control["hallucination_rate"],
+        "random_features": random["hallucination_rate"],
+        "random_features_and_gate": random["gated_hallucination_rate"],
         "speech_changed_rate": kept["changed_rate"],
         "speech_cer": kept["cer"],
         "default_strength": preset.default_strength,
+        "transcripts": {
+            "nonspeech": _texts(nonspeech, quiet_runs),
+            "speech": _texts(speech, speech_runs),
+        },
+    }
+
+
+def _texts(clips: list[SweepClip], runs: list[list[Transcription]]) -> dict[str, list[dict[str, Any]]]:
+    """Per clip id, its transcript at each strength (0 first) with what the gate reads."""
+    return {
+        c.clip.id: [
+            {"text": t.text, "no_speech_prob": round(t.no_speech_prob, 3), "gated": t.no_speech_gated}
+            for t in ts
+        ]
+        for c, ts in zip(clips, runs)
     }
