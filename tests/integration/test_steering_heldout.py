@@ -1,6 +1,7 @@
 """The small real run's steering presets, as `whisper-atlas calibrate` wrote them: chosen from training clips
 only, one toward each corpus language and one to silence non-speech, each curve starting from Whisper
-unsteered. (Held-out success against the controls is measured by benchmarks/steering_heldout.py.)"""
+unsteered; and toward Spanish on unseen clips beside random directions (the full held-out comparison of
+every method is benchmarks/steering_heldout.py)."""
 
 from __future__ import annotations
 
@@ -40,3 +41,40 @@ def test_calibration_chose_from_training_clips_only(real) -> None:
             preset.curve.get("token_flip_rate", [0.0])[0] == 0.0 and preset.curve.get("cer", [0.0])[0] == 0.0
         )
     assert notes["rank"] in notes["rank_comparison"]
+
+
+# Held out: the test run's presets scored on default-corpus clips it never trained or calibrated on (speakers
+# it never heard first). Runs and numbers: benchmarks/RESULTS.md ("Held-out steering tests"). Only toward
+# Spanish is asserted: toward French the small run's preset succeeded on 0 of 12 unseen clips (the default
+# run's French presets reach 0-1 of 6), and the silencing preset does not beat random features (the default
+# run's held-out table), so neither claim is made here.
+TOWARD_CLIPS_PER_LANGUAGE = 2
+MIN_TOWARD_SUCCESSES = 1
+"""Of 12 unseen clips (2 of each other language) the preset must succeed (text reads as Spanish, no loop) on
+at least this many, and on this many more than random directions of the same norm: the small run measured
+2 of 12 against 0 of 12, and the bound leaves one clip of margin."""
+
+
+@pytest.fixture(scope="module")
+def unseen(real, corpus):
+    from pipelines.corpus.manifest import read_manifest
+    from pipelines.steering.heldout import heldout_clips
+
+    run, _ = real
+    return heldout_clips(run, read_manifest(corpus))
+
+
+def test_toward_spanish_succeeds_on_unseen_clips_where_random_directions_do_not(real, corpus, unseen) -> None:
+    from pipelines.steering.heldout import compare_methods
+
+    _, res = real
+    preset = res.presets["toward_es"]
+    method = f"sae_{preset.spec['rank']}"
+    strengths = [preset.default_strength]
+    methods = (method, "random_direction")
+    found = compare_methods(res, corpus, unseen, "es", strengths, TOWARD_CLIPS_PER_LANGUAGE, methods)
+    n = len(found["clips"])
+    sae, random = (round(found["methods"][m]["success_rate"][1] * n) for m in methods)
+    print(f"toward es at {preset.default_strength}: {method} {sae}/{n}, random {random}/{n}")
+    assert found["methods"][method]["success_rate"][0] == 0.0  # strength 0 is the baseline: no success
+    assert sae >= MIN_TOWARD_SUCCESSES and sae - random >= MIN_TOWARD_SUCCESSES, (sae, random, n)
