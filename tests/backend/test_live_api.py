@@ -97,7 +97,7 @@ MEASURE_TYPES = {
 def assert_measures(transcript: dict, baseline: dict, target: str | None) -> None:
     """A transcript's `measures` (backend.schemas.TranscriptMeasures): every field present and typed."""
     m = transcript["measures"]
-    assert set(m) == {*MEASURE_TYPES, "target", "succeeded_toward_target"}
+    assert set(m) == {*MEASURE_TYPES, "target", "target_probability", "succeeded_toward_target"}
     for key, kind in MEASURE_TYPES.items():
         assert isinstance(m[key], kind if kind is not float else (int, float)), key
     assert 0.0 <= m["text_language_probability"] <= 1.0 and (m["text_language"] != "") == (
@@ -107,10 +107,10 @@ def assert_measures(transcript: dict, baseline: dict, target: str | None) -> Non
     assert m["token_flipped"] == (transcript["language"] != baseline["language"])
     assert m["target"] == target
     if target is None:
-        assert m["succeeded_toward_target"] is None
+        assert m["succeeded_toward_target"] is None and m["target_probability"] is None
     else:
         expected = m["text_language"] == target and not m["degenerate"]
-        assert m["succeeded_toward_target"] is expected
+        assert m["succeeded_toward_target"] is expected and 0.0 <= m["target_probability"] <= 1.0
 
 
 def test_steer_toward_a_language_without_an_atlas_ranks_features_on_the_clip(client) -> None:
