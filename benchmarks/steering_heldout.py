@@ -12,23 +12,24 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from typing import Any
 
 import torch
 
 from pipelines.corpus.manifest import read_manifest
 from pipelines.paths import RunPaths, corpus_dir
 from pipelines.steering import load_steering_resources
+from pipelines.steering.calibrate import SILENCE_STRENGTHS
 from pipelines.steering.heldout import compare_methods, compare_silencing, heldout_clips
 
 STRENGTHS = [0.3, 0.6, 1.0]
-SILENCE_STRENGTHS = [0.05, 0.1, 0.15, 0.25, 0.5]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", default="default")
     parser.add_argument("--corpus", default="default")
-    parser.add_argument("--targets", default="es,fr")
+    parser.add_argument("--targets", default="es,fr", help="comma-separated; '' skips the language tables")
     parser.add_argument("--per-language", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(2)
@@ -37,8 +38,8 @@ def main() -> None:
     res = load_steering_resources(run)
     corpus = corpus_dir(args.corpus)
     heldout = heldout_clips(run, read_manifest(corpus))
-    report = {"strengths": STRENGTHS, "targets": {}}
-    for target in args.targets.split(","):
+    report: dict[str, Any] = {"strengths": STRENGTHS, "targets": {}}
+    for target in [t for t in args.targets.split(",") if t]:
         found = compare_methods(res, corpus, heldout, target, STRENGTHS, args.per_language)
         report["targets"][target] = found
         print(f"\ntoward {target}: {len(found['clips'])} held-out clips; success / loop / token flip / CER")
@@ -47,7 +48,7 @@ def main() -> None:
             keys = ("success_rate", "loop_rate", "token_flip_rate", "cer")
             cells = [" ".join(f"{c[key][k]:.2f}" for key in keys) for k in range(1, len(STRENGTHS) + 1)]
             print(f"{name:22}" + "".join(f"{cell:>26}" for cell in cells))
-    silence = compare_silencing(res, corpus, heldout, SILENCE_STRENGTHS)
+    silence = compare_silencing(res, corpus, heldout, list(SILENCE_STRENGTHS))
     report["silencing"] = silence
     n_quiet, n_speech = len(silence["nonspeech_clips"]), len(silence["speech_clips"])
     print(f"\nsilencing: {n_quiet} held-out non-speech clips, {n_speech} speech clips")
@@ -59,6 +60,10 @@ def main() -> None:
             f"speech changed {silence['speech_changed_rate'][k]:.2f} (CER {silence['speech_cer'][k]:.2f})"
         )
         print(f"strength {s}: " + ", ".join(f"{key} {v:.2f}" for key, v in rates.items()) + f"; {speech}")
+    for gate in ("sae_reading_gate", "vad_gate"):
+        g = silence[gate]
+        kept, dropped = g["hallucination_rate"], g["speech_dropped_rate"]
+        print(f"{gate}: non-speech with text {kept:.2f}, speech dropped {dropped:.2f}")
     report["seconds"] = round(time.time() - started, 1)
     out = run.root / "steering" / "heldout.json"
     out.write_text(json.dumps(report, indent=1))

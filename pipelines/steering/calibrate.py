@@ -9,7 +9,9 @@ and figures score (the held-out speaker and sentence-group sets) never choose a 
    at the first decoder step, the probability Whisper's gate reads (the first `SILENCE_CLIPS` of them also
    give the silencing curve).
 2. Selectivities on training frames only: per language and for non-speech, the share of a feature's
-   activation on those frames over their share of frames.
+   activation on those frames over their share of frames. The non-speech-selective features then read a
+   clip as non-speech when they carry at least `nonspeech_share_threshold` of its activation: the 99th
+   percentile of that share over `SHARE_CLIPS` training speech clips, each encoded alone as steering does.
 3. Presets, each with its strength curve on training clips (`pipelines.steering.sweep`):
    - `toward_<L>` for each corpus language: SAE features toward L. The three ways of ranking features
      (spec.Rank) are compared toward every corpus language, pooled (`CURVE_CLIPS` clips per target); the
@@ -18,8 +20,10 @@ and figures score (the held-out speaker and sentence-group sets) never choose a 
      best mean `target_score` over the strengths: the probability that the steered text is in L, 0 for a
      loop.
    - `suppress_hallucination`: the non-speech-selective features whose added direction most raises the
-     no-speech probability, added only on the frames Silero VAD calls non-speech (`frames` 'nonspeech'),
-     so that Whisper's own gate drops the invented text; it is meant to run with the gate.
+     no-speech probability, added on every frame of a clip the SAE reads as non-speech and on no other
+     (`frames` 'nonspeech_clip'), so that Whisper's own gate drops the invented text and speech is left
+     alone; it is meant to run with the gate. (Added on the frames Silero VAD calls non-speech instead, the
+     pauses of speech clips took the edit too: any strength that silenced also changed speech.)
    Each preset's default strength is the strength of its curve's best score (success rate for a language;
    for silencing, `silencing_gain`: how many fewer non-speech clips keep text with the preset plus the gate
    than with the gate alone, counted only where the mean CER on training speech stays within
@@ -51,8 +55,10 @@ GRADIENT_CLIPS = 4
 SILENCE_GRADIENT_CLIPS = 16
 """Training non-speech clips whose silence gradients are averaged (a gradient is cheap; 4 clips' ranking of
 features correlated 0.97 with 16 clips' on the default run, but swapped 2-3 of the top 8)."""
-SILENCE_CLIPS = 6
+SILENCE_CLIPS = 12
 """The first of those (one per non-speech category in turn) on which the silencing curve is measured."""
+SHARE_CLIPS = 100
+"""Training speech clips (in turn from each language) whose non-speech feature shares set the threshold."""
 CURVE_CLIPS = 2
 """Training speech clips (of other languages) per `toward_<L>` curve."""
 SPEECH_CURVE_CLIPS = 7
@@ -60,16 +66,15 @@ SPEECH_CURVE_CLIPS = 7
 STRENGTHS = (0.3, 0.6, 1.0)
 """Language-direction strengths swept (units of the clip's mean frame norm; the feasibility run flipped the
 language token at 0.36-0.5 and looped beyond ~1.5x that)."""
-SILENCE_STRENGTHS = (0.05, 0.1, 0.15, 0.25)
-"""Strengths of the silencing preset (units of the frame norm per chosen feature, on non-speech frames
-only). On the default run's training clips 0.5 and above changed most speech transcripts (CER 0.7-1.0)."""
+SILENCE_STRENGTHS = (0.1, 0.25, 0.5, 1.0)
+"""Strengths of the silencing preset (units of the frame norm per chosen feature, in non-speech clips only).
+Added to every frame of a clip, 0.5 and above changes any transcript (speech CER 0.7-1.0 on the default
+run's training clips), so the clip condition, not the strength, is what keeps speech."""
 SPEECH_CER_BUDGET = 0.02
 """The silencing preset's default strength may change at most this mean CER of training speech transcripts:
 it must keep speech, not just silence everything."""
 N_FEATURES = 10
 SILENCE_FEATURES = 8
-MIN_NONSPEECH_SELECTIVITY = 2.0
-"""A silencing candidate fires at least twice as much on non-speech as the frame share predicts."""
 
 
 def calibration_resources(run: RunPaths) -> SteeringResources:
@@ -125,6 +130,10 @@ def calibrate(run: RunPaths, res: SteeringResources, corpus: Path, clips: list[C
         nonspeech_F,
         _silence_gradient(res, silence_clips),
     )
+    share_clips = round_robin([c for lang in languages for c in speech[lang]], lambda c: c.language)
+    res.calibration.nonspeech_share_threshold = _nonspeech_share_threshold(
+        res, corpus, share_clips[:SHARE_CLIPS]
+    )
     save_calibration(run.root / "steering" / CALIBRATION_NAME, res.calibration)
     curve_clips = {
         target: [gradient_clips[lang][i % len(gradient_clips[lang])] for i, lang in enumerate(others)]
@@ -140,6 +149,7 @@ def calibrate(run: RunPaths, res: SteeringResources, corpus: Path, clips: list[C
     used = {
         "gradient": [c.clip.id for group in gradient_clips.values() for c in group],
         "silence": [c.clip.id for c in silence_clips],
+        "nonspeech_share": [c.id for c in share_clips[:SHARE_CLIPS]],
     }  # every clip calibration read: all training clips (tests check it)
     notes = {
         "rank_comparison": ranks,
@@ -213,6 +223,24 @@ def _training_selectivity(
     share_FG = mass_FG / np.maximum(mass_FG.sum(1, keepdims=True), 1e-30)
     sel_FG = (share_FG / np.maximum(frames_G / max(frames_G.sum(), 1), 1e-30)).astype(np.float32)
     return sel_FG[:, : len(languages)], sel_FG[:, len(languages)]
+
+
+def _nonspeech_share_threshold(res: SteeringResources, corpus: Path, speech: list[Clip]) -> float:
+    """The 99th percentile, over training speech clips each encoded alone, of the share of the clip's SAE
+    activation that the non-speech features carry: about 1 speech clip in 100 reads as non-speech."""
+    from pipelines.audio import decode_audio
+    from pipelines.steering.run import encode_clip
+
+    cal = res.calibration
+    assert cal is not None
+    if len(cal.nonspeech_features()) == 0 or not speech:
+        raise AtlasError("no non-speech feature or no training speech clip: cannot tell non-speech clips")
+    shares = []
+    with torch.no_grad():
+        for clip in speech:
+            site_TD = encode_clip(res.bundle, decode_audio(corpus / clip.path), res.layer).site_TD
+            shares.append(cal.nonspeech_share(res.sae, site_TD))
+    return round(float(np.quantile(shares, 0.99)), 4)
 
 
 def _toward(target: str, rank: str) -> dict[str, Any]:
@@ -290,7 +318,7 @@ def _silence_preset(res: SteeringResources, nonspeech: list[SweepClip], speech: 
     assert res.calibration is not None
     cal = res.calibration
     effect_F = (unit_rows(res.sae.W_dec.detach()) @ torch.as_tensor(cal.silence_grad_D)).numpy()
-    candidates = np.flatnonzero(cal.nonspeech_selectivity_F >= MIN_NONSPEECH_SELECTIVITY)
+    candidates = cal.nonspeech_features()
     chosen = candidates[np.argsort(-effect_F[candidates])][:SILENCE_FEATURES]
     chosen = chosen[effect_F[chosen] > 0]
     if len(chosen) == 0:
@@ -298,12 +326,12 @@ def _silence_preset(res: SteeringResources, nonspeech: list[SweepClip], speech: 
     spec = {
         "features": [{"id": int(f), "strength": 1.0} for f in chosen],
         "mode": "add",
-        "frames": "nonspeech",
+        "frames": "nonspeech_clip",
     }
 
     def spec_at(s: float) -> SteeringSpec:
         features = [FeatureStrength(id=int(f), strength=s) for f in chosen]
-        return SteeringSpec(features=features, mode="add", frames="nonspeech")
+        return SteeringSpec(features=features, mode="add", frames="nonspeech_clip")
 
     strengths = list(SILENCE_STRENGTHS)
     quiet = silence_curve(decode_sweep(res, nonspeech, spec_at, strengths), strengths)
@@ -321,8 +349,9 @@ def _silence_preset(res: SteeringResources, nonspeech: list[SweepClip], speech: 
     return Preset(
         "suppress_hallucination",
         "Silence the text Whisper invents on music, noise and other non-speech: non-speech features whose "
-        "direction raises the no-speech probability, added only on non-speech frames, so that Whisper's "
-        "gate (no-speech > 0.6, log p < -1) drops the text.",
+        "direction raises the no-speech probability, added only to clips the SAE reads as non-speech (its "
+        "non-speech features carry most of their activation), so that Whisper's gate (no-speech > 0.6, "
+        "log p < -1) drops the text and speech is left alone.",
         spec,
         strength,
         curve,
@@ -334,5 +363,7 @@ def _silence_preset(res: SteeringResources, nonspeech: list[SweepClip], speech: 
             "nonspeech_selectivity": [round(float(cal.nonspeech_selectivity_F[f]), 3) for f in chosen],
             "speech_clips": len(speech),
             "speech_cer_budget": SPEECH_CER_BUDGET,
+            "nonspeech_share_threshold": cal.nonspeech_share_threshold,
+            "nonspeech_features": len(candidates),
         },
     )

@@ -74,6 +74,12 @@ def active_frames(sae: SparseAutoencoder, h_TD: torch.Tensor, ids_K: torch.Tenso
     return (sae.encode(h_TD)[:, ids_K] > 0).any(-1)
 
 
+def activation_share(sae: SparseAutoencoder, h_TD: torch.Tensor, ids_K: torch.Tensor) -> float:
+    """The share of the clip's total SAE activation that latents `ids` carry, over its real frames `h_TD`."""
+    z_TF = sae.encode(h_TD)
+    return float(z_TF[:, ids_K].sum() / z_TF.sum().clamp_min(1e-30))
+
+
 def only_on(edit_TD: torch.Tensor, h_TD: torch.Tensor, mask_T: torch.Tensor) -> torch.Tensor:
     """The edited frames where `mask_T` holds, the original ones elsewhere."""
     return torch.where(mask_T.to(h_TD.device)[:, None], edit_TD, h_TD)

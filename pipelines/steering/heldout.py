@@ -12,14 +12,17 @@ nor `whisper-atlas calibrate`'s gradients, selectivities, rankings and default s
 - `compare_silencing`: on held-out non-speech clips, the hallucination rate with no steering, with Whisper's
   gate (no_speech_prob > 0.6 and avg_logprob < -1 drops the text) and with the `suppress_hallucination` preset
   (with and without the gate), beside as many random features applied the same way; on held-out speech
-  clips of every language, how many transcripts the preset changed (and each transcript, to read).
+  clips of every language, how many transcripts the preset changed (and each transcript, to read). Since
+  the preset acts only on clips the SAE reads as non-speech, that reading is also scored on its own, as a
+  gate that drops a clip's text (`sae_reading_gate`), beside the same gate from Silero VAD finding no speech
+  frame (`vad_gate`): the share of non-speech clips still with text, and of speech clips dropped.
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from pipelines.corpus.manifest import SPEECH, Clip, round_robin
 from pipelines.errors import AtlasError
@@ -131,6 +134,7 @@ def compare_silencing(
     random = silence_curve(decode_sweep(res, nonspeech, control.steering_spec, strengths), strengths)
     speech_runs = decode_sweep(res, speech, preset.steering_spec, strengths)
     kept = silence_curve(speech_runs, strengths)
+    baselines = [run[0] for run in quiet_runs]
     return {
         "nonspeech_clips": [c.clip.id for c in nonspeech],
         "speech_clips": [c.clip.id for c in speech],
@@ -143,11 +147,42 @@ def compare_silencing(
         "random_features_and_gate": random["gated_hallucination_rate"],
         "speech_changed_rate": kept["changed_rate"],
         "speech_cer": kept["cer"],
+        "sae_reading_gate": _clip_gates(res, nonspeech, speech, baselines, _reads_as_nonspeech),
+        "vad_gate": _clip_gates(res, nonspeech, speech, baselines, lambda _, c: not bool(c.speech_T.any())),
         "default_strength": preset.default_strength,
         "transcripts": {
             "nonspeech": _texts(nonspeech, quiet_runs),
             "speech": _texts(speech, speech_runs),
         },
+    }
+
+
+def _reads_as_nonspeech(res: SteeringResources, clip: SweepClip) -> bool:
+    """The SAE reads the clip as non-speech: the condition of frames 'nonspeech_clip'."""
+    cal = res.calibration
+    if cal is None or cal.nonspeech_share_threshold is None:
+        raise AtlasError("the calibration predates non-speech clips: run `whisper-atlas calibrate`")
+    return cal.nonspeech_share(res.sae, clip.encoded.site_TD) >= cal.nonspeech_share_threshold
+
+
+def _clip_gates(
+    res: SteeringResources,
+    nonspeech: list[SweepClip],
+    speech: list[SweepClip],
+    baselines: list[Transcription],
+    drops: Callable[[SteeringResources, SweepClip], bool],
+) -> dict[str, float]:
+    """A gate that drops a clip's whole text when `drops` says so: the share of non-speech clips whose
+    (unsteered) text survives it, and of speech clips it drops."""
+    import numpy as np
+
+    from pipelines.steering.sweep import has_text
+
+    kept = [has_text(t) and not drops(res, c) for c, t in zip(nonspeech, baselines)]
+    dropped = [drops(res, c) for c in speech]
+    return {
+        "hallucination_rate": round(float(np.mean(kept)), 4) if kept else 0.0,
+        "speech_dropped_rate": round(float(np.mean(dropped)), 4) if dropped else 0.0,
     }
 
 

@@ -9,7 +9,8 @@ adds their score-weighted unit decoder directions. The dense directions: `dom` t
 per-language mean activations (contrastive activation addition, Rimsky et al. 2024), `gradient` the
 calibrated language-logit gradient itself, `random` a seeded random direction (the control). Language
 directions are unit-normalised and scaled by strength x the clip's mean frame norm. `frames` then keeps the
-edit to speech, non-speech or active frames.
+edit to speech, non-speech or active frames, or to clips the SAE reads as non-speech: their calibrated
+non-speech features carry at least the calibrated share of the clip's activation (`nonspeech_clip`).
 """
 
 from __future__ import annotations
@@ -59,6 +60,10 @@ class SteeringPlan:
     source_language: str | None = None
     target_language: str | None = None
     selection: str | None = None
+    nonspeech_share: float | None = None
+    """With frames 'nonspeech_clip': the share of the clip's activation its non-speech features carry."""
+    nonspeech_threshold: float | None = None
+    """... and the calibrated share from which a clip reads as non-speech (and is edited)."""
 
 
 def plan_steering(
@@ -82,6 +87,14 @@ def plan_steering(
     if spec.frames == "active":
         ids_K = torch.tensor([f.id for f in plan.features_used], device=h_TD.device)
         mask_of: Callable[[torch.Tensor], torch.Tensor] = lambda h: active_frames(res.sae, h, ids_K)  # noqa: E731
+    elif spec.frames == "nonspeech_clip":
+        cal = res.calibration
+        if cal is None or cal.nonspeech_share_threshold is None:
+            raise SteeringError("frames 'nonspeech_clip' needs a calibration: run `whisper-atlas calibrate`")
+        plan.nonspeech_share = cal.nonspeech_share(res.sae, h_TD)
+        plan.nonspeech_threshold = cal.nonspeech_share_threshold
+        whole_clip = torch.full((h_TD.shape[0],), plan.nonspeech_share >= plan.nonspeech_threshold)
+        mask_of = lambda h: whole_clip  # noqa: E731
     else:
         if speech_T is None:
             raise SteeringError(f"frames {spec.frames!r} needs the clip's voice activity")

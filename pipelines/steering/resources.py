@@ -23,6 +23,8 @@ from pipelines.steering.presets import Preset, presets_from
 from pipelines.steering.spec import SteeringError
 
 if TYPE_CHECKING:  # the model stack loads with the model, not with this module
+    import torch
+
     from pipelines.model.loader import WhisperBundle
     from pipelines.model.transcribe import Decoding
     from pipelines.sae import SparseAutoencoder
@@ -70,6 +72,10 @@ class LanguageMeans:
         return self.means_LD[self.languages.index(target)] - self.means_LD[self.languages.index(source)]
 
 
+MIN_NONSPEECH_SELECTIVITY = 2.0
+"""A non-speech feature fires at least twice as much on non-speech frames as their share predicts."""
+
+
 @dataclass
 class Calibration:
     """What steering learned from the SAE's TRAINING clips only (`whisper-atlas calibrate`), so that no clip
@@ -85,6 +91,25 @@ class Calibration:
     """(F,) the same for non-speech frames."""
     silence_grad_D: np.ndarray
     """(D,) mean over training non-speech clips of sum_t d log p(no-speech token) / d h_t."""
+    nonspeech_share_threshold: float | None = None
+    """A clip whose non-speech features (`nonspeech_features`) carry at least this share of its activation
+    reads as non-speech (frames 'nonspeech_clip'): the 99th percentile over training speech clips. None in
+    calibrations written before it existed."""
+
+    def nonspeech_features(self) -> np.ndarray:
+        """Ids of the features that fire on non-speech at least `MIN_NONSPEECH_SELECTIVITY` times as much as
+        its share of training frames predicts."""
+        return np.flatnonzero(self.nonspeech_selectivity_F >= MIN_NONSPEECH_SELECTIVITY)
+
+    def nonspeech_share(self, sae: SparseAutoencoder, h_TD: torch.Tensor) -> float:
+        """The share of a clip's SAE activation (over its real frames `h_TD`) its non-speech features carry;
+        the clip reads as non-speech from `nonspeech_share_threshold` on."""
+        import torch
+
+        from pipelines.steering.directions import activation_share
+
+        ids_K = torch.as_tensor(self.nonspeech_features(), device=h_TD.device)
+        return activation_share(sae, h_TD, ids_K)
 
     def _index(self, *languages: str) -> list[int]:
         for lang in languages:
@@ -251,6 +276,9 @@ def save_calibration(path: Path, cal: Calibration) -> None:
         selectivity_FL=cal.selectivity_FL,
         nonspeech_selectivity_F=cal.nonspeech_selectivity_F,
         silence_grad_D=cal.silence_grad_D,
+        nonspeech_share_threshold=np.array(
+            np.nan if cal.nonspeech_share_threshold is None else cal.nonspeech_share_threshold
+        ),
     )
 
 
@@ -265,8 +293,16 @@ def load_calibration(path: Path, d_sae: int) -> Calibration | None:
             z["selectivity_FL"],
             z["nonspeech_selectivity_F"],
             z["silence_grad_D"],
+            _optional_float(z, "nonspeech_share_threshold"),
         )
     return cal if cal.selectivity_FL.shape[0] == d_sae else None
+
+
+def _optional_float(z: Any, name: str) -> float | None:
+    """A scalar saved as NaN when absent, or a key older files lack: None either way."""
+    if name not in z.files or np.isnan(z[name]):
+        return None
+    return float(z[name])
 
 
 def run_model_and_layer(run: RunPaths) -> tuple[str | None, int | None]:

@@ -136,6 +136,8 @@ class SteerResult:
             "method": self.spec.method,
             "rank": self.spec.rank if self.spec.method == "sae" and self.spec.toward_language else None,
             "frames": self.spec.frames,
+            "nonspeech_share": _rounded(self.plan.nonspeech_share),
+            "nonspeech_threshold": _rounded(self.plan.nonspeech_threshold),
             "scale": self.spec.scale,
             "frame_norm": round(self.frame_norm, 4),
             "diff": word_diff(self.baseline.text, self.steered.text),
@@ -194,6 +196,10 @@ def _edited_states(res: SteeringResources, clip: EncodedClip, plan: SteeringPlan
     with edit_layer(res.bundle, res.layer, edit_items):
         edited = encode(res.bundle, clip.input_features_BMT.expand(2, -1, -1))
     return torch.cat([clip.final_BTD, edited])
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
 
 
 def word_diff(before: str, after: str) -> list[dict[str, str]]:

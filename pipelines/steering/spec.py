@@ -6,8 +6,9 @@ A spec names explicit SAE features (`features`) or a target language (`toward_la
 
 Modes: `add` a direction on the chosen frames; `clamp` a latent to a value; `scale` multiplies the chosen
 features' own activations by strength (so it acts only where they fire; strength 1 changes nothing).
-`frames` restricts any edit to speech frames, non-speech frames (Silero VAD) or the frames where the chosen
-features fire (`active`).
+`frames` restricts any edit to speech frames, non-speech frames (Silero VAD), the frames where the chosen
+features fire (`active`), or to clips the SAE reads as non-speech (`nonspeech_clip`: every frame of a clip
+whose non-speech features carry at least the calibrated share of its activation, no frame of any other).
 
 Units of strength (`scale`):
 - `frame_norm` (default): strength 1 adds a vector as long as this clip's mean frame norm (feature
@@ -49,7 +50,7 @@ Rank = Literal["effect", "attribution", "selectivity"]
 - `attribution`: the atlas's attribution, whose existing activity pushes toward the target
   (a_f,t W_dec[f] . gradient, `feature_language_effects`);
 - `selectivity`: the atlas's language selectivity of the target (share of activation / share of frames)."""
-Frames = Literal["all", "speech", "nonspeech", "active"]
+Frames = Literal["all", "speech", "nonspeech", "active", "nonspeech_clip"]
 Scale = Literal["frame_norm", "feature_act"]
 Selection = Literal["auto", "atlas", "clip"]
 
@@ -147,8 +148,9 @@ class SteeringSpec(_SpecModel):
     """`add` the decoder direction, `clamp` the latent to strength x unit (SAE error term kept), or `scale`
     the feature's own activation by strength (explicit features only)."""
     frames: Frames = "all"
-    """Frames the edit touches: all real frames, speech or non-speech ones (Silero VAD), or `active`: where
-    a chosen feature fires (SAE features only)."""
+    """Frames the edit touches: all real frames, speech or non-speech ones (Silero VAD), `active`: where a
+    chosen feature fires (SAE features only), or `nonspeech_clip`: all of them in a clip the SAE reads as
+    non-speech, none otherwise (needs `whisper-atlas calibrate`)."""
     rank: Rank = "effect"
     """How method `sae` ranks features toward a language (see `Rank`)."""
     seed: int = 0

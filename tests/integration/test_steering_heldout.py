@@ -31,7 +31,7 @@ def test_calibration_chose_from_training_clips_only(real) -> None:
     notes = json.loads((run.root / "steering" / "presets.json").read_text())
     clips = run_clips(read_meta(run.activations))
     trained = {clips[row].id for row in read_metrics(run)["split"]["train"]}
-    used = set(notes["clips"]["gradient"]) | set(notes["clips"]["silence"])
+    used = set().union(*notes["clips"].values())  # gradients, silencing curve, non-speech threshold
     assert used and used <= trained
     languages = sorted({c.language for c in clips if c.category == SPEECH and c.language})
     assert {f"toward_{lang}" for lang in languages} | {"suppress_hallucination"} == set(res.presets)
@@ -49,7 +49,9 @@ def test_calibration_chose_from_training_clips_only(real) -> None:
 # The effect ranking is tested, not the preset's own: which ranking calibration picks from its few training
 # clips changes with the seed (attribution on seed 0: 2 of 12 here; selectivity on seed 1: 0 of 12), while
 # the effect ranking succeeded on both seeds and was the best method toward Spanish on the default run's
-# held-out clips. Toward French and silencing are not asserted: on unseen clips they do not beat controls.
+# held-out clips. Toward French is not asserted: on unseen clips it does not beat the controls. Silencing
+# (non-speech clips only, since session 11) beat its controls on the default run's held-out clips, but it
+# has been measured on one small run only, too few to set a bound with a margin (RESULTS.md).
 TOWARD_CLIPS_PER_LANGUAGE = 2
 MIN_TOWARD_SUCCESSES = 2
 """Of 12 unseen clips (2 of each other language) the features must succeed (text reads as Spanish, no loop)

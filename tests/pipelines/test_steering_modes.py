@@ -68,6 +68,18 @@ def test_fallback_decodes_are_seeded_and_independent_of_the_batch(res, clip) -> 
         assert t.no_speech_gated == WHISPER_DECODING.is_silence(t.no_speech_prob, t.avg_logprob)
 
 
+def _calibration(res: SteeringResources) -> Calibration:
+    rng = np.random.default_rng(0)
+    d = res.sae.W_dec.shape[1]
+    return Calibration(
+        ["en", "es"],
+        rng.standard_normal((2, 2, d)).astype(np.float32),
+        rng.random((D_SAE, 2)).astype(np.float32),
+        3 * rng.random(D_SAE).astype(np.float32),  # a third of them non-speech-selective (>= 2)
+        rng.standard_normal(d).astype(np.float32),
+    )
+
+
 # --- conditional modes -----------------------------------------------------------------------------------
 
 
@@ -100,6 +112,42 @@ def test_frames_restrict_the_edit(res, clip) -> None:
         plan_steering(res, spec, h_TD, clip.final_BTD, n)
 
 
+def test_nonspeech_clip_edits_every_frame_of_a_clip_the_sae_reads_as_non_speech_and_none_of_others(
+    res, clip
+) -> None:
+    h_TD, n = clip.site_TD, clip.n_frames
+    spec = SteeringSpec(features=[{"id": 5, "strength": 1.0}], frames="nonspeech_clip")
+    with pytest.raises(SteeringError, match="calibrate"):
+        plan_steering(res, spec, h_TD, clip.final_BTD, n)
+    cal = _calibration(res)
+    share = cal.nonspeech_share(res.sae, h_TD)
+    z_TF = res.sae.encode(h_TD)
+    expected = z_TF[:, cal.nonspeech_features()].sum() / z_TF.sum()
+    assert 0.0 < share < 1.0 and share == pytest.approx(float(expected), rel=1e-5)
+    for threshold, edited_everywhere in ((share, True), (share + 1e-3, False)):
+        cal.nonspeech_share_threshold = threshold
+        with_cal = SteeringResources(res.bundle, res.sae, calibration=cal, decoding=GREEDY)
+        plan = plan_steering(with_cal, spec, h_TD, clip.final_BTD, n)
+        changed_T = (plan.edit(h_TD) != h_TD).any(-1)
+        assert bool(changed_T.all()) is edited_everywhere and bool(changed_T.any()) is edited_everywhere
+        assert plan.nonspeech_share == share and plan.nonspeech_threshold == threshold
+
+
+def test_calibration_files_keep_the_non_speech_threshold_and_older_files_lack_it(res, tmp_path) -> None:
+    from pipelines.steering.resources import load_calibration, save_calibration
+
+    cal = _calibration(res)
+    cal.nonspeech_share_threshold = 0.25
+    save_calibration(tmp_path / "new.npz", cal)
+    assert load_calibration(tmp_path / "new.npz", D_SAE).nonspeech_share_threshold == 0.25
+    cal.nonspeech_share_threshold = None
+    save_calibration(tmp_path / "none.npz", cal)
+    assert load_calibration(tmp_path / "none.npz", D_SAE).nonspeech_share_threshold is None
+    with np.load(tmp_path / "new.npz") as z:  # as written before the threshold existed
+        np.savez(tmp_path / "old.npz", **{k: z[k] for k in z.files if k != "nonspeech_share_threshold"})
+    assert load_calibration(tmp_path / "old.npz", D_SAE).nonspeech_share_threshold is None
+
+
 @pytest.mark.parametrize(
     "spec, message",
     [
@@ -115,18 +163,6 @@ def test_inconsistent_modes_are_refused(spec: dict, message: str) -> None:
 
 
 # --- dense directions and rankings -------------------------------------------------------------------
-
-
-def _calibration(res: SteeringResources) -> Calibration:
-    rng = np.random.default_rng(0)
-    d = res.sae.W_dec.shape[1]
-    return Calibration(
-        ["en", "es"],
-        rng.standard_normal((2, 2, d)).astype(np.float32),
-        rng.random((D_SAE, 2)).astype(np.float32),
-        rng.random(D_SAE).astype(np.float32),
-        rng.standard_normal(d).astype(np.float32),
-    )
 
 
 def test_random_and_gradient_directions_have_the_asked_length(res, clip) -> None:
